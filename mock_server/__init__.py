@@ -1,0 +1,1 @@
+"""A werkzeug mock of the SiliconCompiler remote job server (being built)."""
