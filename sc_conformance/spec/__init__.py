@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -50,12 +51,34 @@ def load_schema(name: str) -> dict[str, Any]:
     return json.loads(text)
 
 
+def ecma_pattern(pattern: str) -> re.Pattern[str]:
+    """Compile a schema pattern with JSON Schema's meaning of a final ``$``.
+
+    In ECMA-262 regular expressions, which JSON Schema uses, ``$`` matches only at
+    the very end of the string; Python's ``$`` also matches before a trailing
+    newline, which would let ``"<32 hex digits>\\n"`` pass as a job hash.
+    """
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
+def _pattern_keyword(validator, pattern, instance, schema):
+    if validator.is_type(instance, "string") and not ecma_pattern(pattern).search(
+        instance
+    ):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
 @functools.cache
 def validator(name: str) -> jsonschema.protocols.Validator:
     """Return a compiled validator for one request schema."""
     schema = load_schema(name)
-    validator_class = jsonschema.validators.validator_for(schema)
-    return validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
+    base_class = jsonschema.validators.validator_for(schema)
+    validator_class = jsonschema.validators.extend(
+        base_class, {"pattern": _pattern_keyword}
+    )
+    return validator_class(schema, format_checker=base_class.FORMAT_CHECKER)
 
 
 def first_error(name: str, document: Any) -> str | None:

@@ -1,0 +1,325 @@
+"""Routing, parsing and every endpoint's answers, with authentication off."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import uuid
+
+import pytest
+import requests
+
+FINISHED_TEXT = "Job has no running steps."
+RUNNING_TEXT = "Job is currently running on the cluster."
+
+ENDPOINTS = ["remote_run/", "check_progress/", "check_user/", "delete_job/"]
+
+
+def _hash() -> str:
+    return uuid.uuid4().hex
+
+
+def _assert_json_message(response: requests.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    message = response.json()["message"]
+    assert isinstance(message, str) and message
+    return message
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+@pytest.mark.parametrize("path", [*ENDPOINTS, f"get_results/{'a' * 32}.tar.gz"])
+def test_other_methods_than_post_get_405_with_allow(mock_server, method, path):
+    response = requests.request(method, mock_server.url + path)
+    _assert_json_message(response, 405)
+    assert response.headers["Allow"] == "POST"
+
+
+def test_head_gets_405_without_a_body(mock_server):
+    response = requests.head(mock_server.url + "check_progress/")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    assert response.content == b""
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["", "nothing/", "remote_run", "check_progress", "get_results/", "jobs/", "static"],
+)
+def test_unknown_paths_get_404_json(mock_server, path):
+    _assert_json_message(requests.post(mock_server.url + path, data="{}"), 404)
+
+
+def test_no_stored_file_is_served_by_get(mock_api, mock_server):
+    job_hash = _hash()
+    assert mock_api.upload(job_hash).status_code == 200
+    mock_api.wait_finished(job_hash)
+    for path in (
+        f"get_results/{job_hash}.tar.gz",
+        f"results/{job_hash}.tar.gz",
+        f"jobs/{job_hash}/configs/chipjob0.json",
+        "state.sqlite3",
+    ):
+        response = requests.get(mock_server.url + path)
+        assert response.status_code in (404, 405)
+        assert b"conformance" not in response.content
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"not json", b"[]", b"42", b'"text"', b"null", b"{", b"[" * 100_000],
+)
+def test_a_body_that_is_not_a_json_object_gets_400(mock_server, body):
+    response = requests.post(mock_server.url + "check_progress/", data=body)
+    _assert_json_message(response, 400)
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/json"])
+def test_json_is_parsed_whatever_the_content_type(mock_server, content_type):
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = requests.post(
+        mock_server.url + "check_progress/",
+        data=json.dumps({"job_hash": _hash(), "job_id": "job0"}),
+        headers=headers,
+    )
+    _assert_json_message(response, 404)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"job_id": "job0"},
+        {"job_hash": "A" * 32, "job_id": "job0"},
+        {"job_hash": "a" * 31, "job_id": "job0"},
+        {"job_hash": "a" * 32 + "\n", "job_id": "job0"},
+        {"job_hash": 7, "job_id": "job0"},
+        {"job_hash": "a" * 32},
+        {"job_hash": "a" * 32, "job_id": "job0", "extra": 1},
+        {"job_hash": "a" * 32, "job_id": "job0", "username": "alice"},
+        {"job_hash": "a" * 32, "job_id": "job0", "key": "k"},
+        {"job_hash": "a" * 32, "job_id": "job0", "username": "a b", "key": "k"},
+        {"job_hash": "a" * 32, "job_id": "job0", "username": "bob\n", "key": "k"},
+    ],
+)
+def test_invalid_check_progress_requests_get_400(mock_server, body):
+    response = requests.post(mock_server.url + "check_progress/", data=json.dumps(body))
+    _assert_json_message(response, 400)
+
+
+def test_json_bodies_over_the_limit_get_413(mock_server):
+    body = json.dumps({"job_hash": _hash(), "job_id": "x" * (2 * 1024 * 1024)})
+    response = requests.post(mock_server.url + "check_progress/", data=body)
+    _assert_json_message(response, 413)
+
+
+def test_check_progress_of_unknown_job_is_404(mock_api):
+    _assert_json_message(mock_api.progress(_hash()), 404)
+
+
+def test_check_progress_with_another_job_id_is_404(mock_api):
+    job_hash = _hash()
+    assert mock_api.upload(job_hash).status_code == 200
+    _assert_json_message(mock_api.progress(job_hash, "job1"), 404)
+
+
+def test_running_job_names_its_node_as_the_real_client_parses_it(
+    tmp_path, mock_api_for
+):
+    from mock_server import MockServer
+
+    with MockServer(root=tmp_path / "slow", node_seconds=30) as server:
+        api = mock_api_for(server.url)
+        job_hash = _hash()
+        assert api.upload(job_hash).status_code == 200
+        text = ""
+        for _ in range(500):
+            text = api.progress(job_hash).text
+            if ":" in text:
+                break
+        first_line, *tail = text.splitlines()
+        assert first_line.startswith(RUNNING_TEXT)
+        # the reference client shows what follows the first ": " as the step
+        assert first_line[first_line.find(": ") + 2 :] == "work0"
+        assert tail and "work0" in tail[0]
+        _assert_json_message(api.results(job_hash), 400)
+        assert api.delete(job_hash).json() == {
+            "message": "Error: job is still running."
+        }
+        assert api.delete(job_hash).status_code == 400
+
+
+def test_remote_run_answers_starting_job_text(mock_api):
+    job_hash = _hash()
+    response = mock_api.upload(job_hash)
+    assert response.status_code == 200
+    assert response.text == f"Starting job: {job_hash}"
+    assert response.headers["Content-Type"].startswith("text/plain")
+
+
+def test_remote_run_reads_params_sent_as_a_form_field(mock_api):
+    job_hash = _hash()
+    assert mock_api.upload(job_hash, params_as_field=True).status_code == 200
+    mock_api.wait_finished(job_hash)
+
+
+def test_remote_run_with_a_used_job_hash_is_409(mock_api):
+    job_hash = _hash()
+    assert mock_api.upload(job_hash).status_code == 200
+    _assert_json_message(mock_api.upload(job_hash), 409)
+
+
+def _multipart(mock_server, files=None, data=None):
+    return requests.post(mock_server.url + "remote_run/", files=files, data=data)
+
+
+def _params(manifest, job_hash=None):
+    return json.dumps(
+        {"chip_cfg": manifest, "params": {"job_hash": job_hash or _hash()}}
+    )
+
+
+def test_remote_run_without_import_part_is_400(mock_server, mock_manifest):
+    response = _multipart(mock_server, files={"params": _params(mock_manifest)})
+    _assert_json_message(response, 400)
+
+
+def test_remote_run_without_params_part_is_400(mock_server, mock_archive):
+    response = _multipart(mock_server, files={"import": io.BytesIO(mock_archive)})
+    _assert_json_message(response, 400)
+
+
+def test_remote_run_that_is_not_multipart_is_400(mock_server, mock_manifest):
+    response = requests.post(
+        mock_server.url + "remote_run/", data=_params(mock_manifest)
+    )
+    _assert_json_message(response, 400)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        "not json",
+        "[]",
+        json.dumps({"params": {"job_hash": "a" * 32}}),
+        json.dumps({"chip_cfg": [], "params": {"job_hash": "a" * 32}}),
+        json.dumps({"chip_cfg": {}, "params": {}}),
+        json.dumps({"chip_cfg": {}, "params": {"job_hash": "../../etc"}}),
+        json.dumps({"chip_cfg": {}, "params": {"job_hash": "a" * 32, "x": 1}}),
+        json.dumps({"chip_cfg": {}, "params": {"job_hash": "a" * 32}, "x": 1}),
+    ],
+)
+def test_remote_run_with_bad_params_is_400(mock_server, mock_archive, params):
+    response = _multipart(
+        mock_server, files={"import": io.BytesIO(mock_archive), "params": params}
+    )
+    _assert_json_message(response, 400)
+
+
+@pytest.mark.parametrize("design", ["../escape", "a/b", "", ".", "..", 5])
+def test_remote_run_with_unsafe_design_name_is_400(
+    mock_api_for, mock_manifest, mock_fresh_server, design
+):
+    mock_manifest["design"]["node"]["global"]["global"]["value"] = design
+    response = mock_api_for(mock_fresh_server.url).upload(manifest=mock_manifest)
+    if design == "":
+        # an empty design counts as unset and falls back to the default name
+        assert response.status_code == 200
+    else:
+        _assert_json_message(response, 400)
+        assert list((mock_fresh_server.root / "jobs").iterdir()) == []
+
+
+def test_remote_run_with_an_import_that_is_not_gzip_tar_is_400(
+    mock_api_for, mock_fresh_server
+):
+    api = mock_api_for(mock_fresh_server.url)
+    _assert_json_message(api.upload(archive=b"plain text, not an archive"), 400)
+    plain_tar = io.BytesIO()
+    with tarfile.open(fileobj=plain_tar, mode="w") as tar:
+        tar.addfile(tarfile.TarInfo("empty"))
+    _assert_json_message(api.upload(archive=plain_tar.getvalue()), 400)
+    assert list((mock_fresh_server.root / "jobs").iterdir()) == []
+
+
+def test_remote_run_with_too_many_nodes_is_403(mock_server, mock_manifest, mock_api):
+    flow = mock_manifest["flowgraph"]["conformance"]
+    template = flow["work"]["0"]
+    flow["wide"] = {str(index): template for index in range(70)}
+    _assert_json_message(mock_api.upload(manifest=mock_manifest), 403)
+
+
+def test_remote_run_with_a_cyclic_flowgraph_is_400(mock_manifest, mock_api):
+    work0 = mock_manifest["flowgraph"]["conformance"]["work"]["0"]
+    work0["input"]["node"]["global"]["global"]["value"] = [["merge", "0"]]
+    _assert_json_message(mock_api.upload(manifest=mock_manifest), 400)
+
+
+def test_remote_run_over_the_upload_limit_is_413(tmp_path, mock_api_for):
+    from mock_server import MockServer
+
+    with MockServer(root=tmp_path / "small", max_upload_mb=1) as server:
+        api = mock_api_for(server.url)
+        response = api.upload(archive=b"\0" * (1024 * 1024 + 1))
+        _assert_json_message(response, 413)
+        assert list((server.root / "jobs").iterdir()) == []
+        assert [p.name for p in server.app.store.staging.iterdir()] == [".owner.lock"]
+
+
+def test_results_while_unknown_or_deleted_are_404(mock_api):
+    job_hash = _hash()
+    _assert_json_message(mock_api.results(job_hash), 404)
+    assert mock_api.upload(job_hash).status_code == 200
+    mock_api.wait_finished(job_hash)
+    assert mock_api.results(job_hash).status_code == 200
+    assert mock_api.delete(job_hash).text == "Job deleted."
+    _assert_json_message(mock_api.results(job_hash), 404)
+    _assert_json_message(mock_api.progress(job_hash), 404)
+    _assert_json_message(mock_api.delete(job_hash), 404)
+
+
+@pytest.mark.parametrize(
+    "job_file",
+    [
+        "..%2F..%2Fstate.sqlite3.tar.gz",
+        "%2e%2e/%2e%2e/etc/passwd.tar.gz",
+        "ABCDEF0123456789ABCDEF0123456789.tar.gz",
+        "abc.tar.gz",
+        f"{'a' * 32}%0A.tar.gz",
+        f"{'a' * 32}.tar.gz%00",
+    ],
+)
+def test_malformed_hash_in_results_path_is_400_or_404(mock_server, job_file):
+    response = requests.post(mock_server.url + "get_results/" + job_file, data="{}")
+    assert response.status_code in (400, 404)
+    _assert_json_message(response, response.status_code)
+
+
+def test_results_body_is_validated(mock_api, mock_server):
+    response = requests.post(
+        mock_server.url + f"get_results/{_hash()}.tar.gz", data='{"job_hash": 1}'
+    )
+    _assert_json_message(response, 400)
+
+
+def test_delete_job_validates_its_body(mock_server):
+    response = requests.post(mock_server.url + "delete_job/", data="{}")
+    _assert_json_message(response, 400)
+
+
+def test_check_user_without_accounts_is_404(mock_server):
+    body = json.dumps({"username": "alice", "key": "alice-key"})
+    _assert_json_message(requests.post(mock_server.url + "check_user/", data=body), 404)
+
+
+def test_check_user_missing_a_field_is_400(mock_server):
+    response = requests.post(mock_server.url + "check_user/", data='{"username": "a"}')
+    _assert_json_message(response, 400)
+
+
+def test_credentials_are_ignored_without_authentication(mock_server, mock_api_for):
+    api = mock_api_for(mock_server.url, {"username": "nobody", "key": "whatever"})
+    job_hash = _hash()
+    assert api.upload(job_hash).status_code == 200
+    api.wait_finished(job_hash)
+    assert mock_api_for(mock_server.url).results(job_hash).status_code == 200
