@@ -136,6 +136,12 @@ class Runner:
         ]
         state = JobState.FAILED if failed else JobState.SUCCEEDED
         error = f"node {''.join(failed[0])} failed" if failed else None
+        if not failed:
+            # The real client reads the job's final manifest to learn that the run
+            # succeeded; without it, it blames the last step for a failure.
+            write_atomically(
+                self._store.final_manifest_path(record), json.dumps(manifest)
+            )
         self._store.publish_results(record.job_hash, state, error)
         logger.info("job %s finished: %s", record.job_hash, state)
 

@@ -273,6 +273,10 @@ class Store:
     def manifest_path(self, record: JobRecord) -> Path:
         return self.job_dir(record.job_hash) / "configs" / f"chip{record.jobname}.json"
 
+    def final_manifest_path(self, record: JobRecord) -> Path:
+        """The job's final manifest, ``<design>/<jobname>/<design>.pkg.json``."""
+        return self.work_dir(record) / f"{record.design}.pkg.json"
+
     def results_path(self, job_hash: str) -> Path:
         return self.results_dir / f"{job_hash}.tar.gz"
 

@@ -116,6 +116,20 @@ def test_node_failing_by_server_setting_finishes_with_error_recorded(
     assert _node_status(passed, "work", "0") == "success"
     # merge0 depends on the failed node, so it never ran
     assert f"{prefix}/merge/0/outputs/conformance.pkg.json" not in members
+    # no final manifest: the real client then reports the failed step
+    assert f"{prefix}/conformance.pkg.json" not in members
+
+
+def test_successful_job_results_hold_the_final_manifest(mock_api):
+    job_hash = uuid.uuid4().hex
+    assert mock_api.upload(job_hash).status_code == 200
+    mock_api.wait_finished(job_hash)
+
+    response = mock_api.results(job_hash)
+
+    final = _manifest_in(response, f"{job_hash}/conformance/job0/conformance.pkg.json")
+    for step, index in [("import", "0"), ("work", "0"), ("work", "1"), ("merge", "0")]:
+        assert _node_status(final, step, index) == "success"
 
 
 def test_node_failing_by_manifest_hint(mock_api, mock_manifest):
