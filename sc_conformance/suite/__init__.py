@@ -1,0 +1,1 @@
+"""The bundled conformance checks; the plugin collects them when a target is given."""

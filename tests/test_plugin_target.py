@@ -1,0 +1,74 @@
+"""A target that cannot be judged ends the session early with one clear line."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+ORDINARY_TEST = """
+def test_ordinary():
+    pass
+"""
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A loopback port that accepts connections into its backlog and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield listener.getsockname()[1]
+
+
+def _only_line(result: pytest.RunResult) -> str:
+    lines = [line for line in result.stderr.lines if line.strip()]
+    assert len(lines) == 1, result.stderr.lines
+    assert "Traceback" not in result.stdout.str()
+    return lines[0]
+
+
+def test_unreachable_server_is_one_line_and_a_usage_error(
+    sc_pytester: pytest.Pytester, closed_port: int
+) -> None:
+    sc_pytester.makepyfile(ORDINARY_TEST)
+    result = sc_pytester.runpytest(
+        f"--server-url=http://127.0.0.1:{closed_port}/", str(sc_pytester.path)
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    line = _only_line(result)
+    assert "does not answer: connection refused" in line
+    assert "passed" not in result.stdout.str()
+
+
+def test_hanging_server_is_one_line_after_the_request_timeout(
+    sc_pytester: pytest.Pytester, silent_server: int
+) -> None:
+    sc_pytester.makepyfile(ORDINARY_TEST)
+    result = sc_pytester.runpytest(
+        f"--server-url=http://127.0.0.1:{silent_server}/",
+        "--sc-request-timeout=0.5",
+        str(sc_pytester.path),
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "no answer within 0.5 s" in _only_line(result)
+
+
+def test_url_credentials_are_redacted_from_the_error_line(
+    sc_pytester: pytest.Pytester, closed_port: int
+) -> None:
+    result = sc_pytester.runpytest(
+        f"--server-url=http://user:url-secret-99@127.0.0.1:{closed_port}/",
+        str(sc_pytester.path),
+    )
+    assert "url-secret-99" not in result.stderr.str() + result.stdout.str()
+    assert f"127.0.0.1:{closed_port}" in _only_line(result)
