@@ -2,7 +2,10 @@
 
 The file looks like the reference server's: ``{"users": [{"username", "password",
 "compute_time", "bandwidth"}]}`` with compute time in seconds and bandwidth in KiB.
-Passwords stay in memory only; the live quotas are kept by the job store.
+A key account has a ``public_key`` (RSA, PEM or OpenSSH text); its ``key`` is then
+the base64 of the private key, which proves the account and unlocks its encrypted
+jobs. Passwords and private keys stay in memory only; the live quotas are kept by
+the job store.
 """
 
 from __future__ import annotations
@@ -16,29 +19,55 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mock_server import crypto
 from mock_server.errors import AuthenticationFailed
+from mock_server.errors import InvalidRequest
 
 logger = logging.getLogger(__name__)
 
 AUTHENTICATION_ERROR = "Authentication error."
+NOT_A_KEY_ERROR = (
+    "Error: this account authenticates with a key: send the base64 of its private "
+    "key (unencrypted PEM or OpenSSH text)."
+)
 
 _UNKNOWN_ACCOUNT_DIGEST = b"\x00" * 32
 
 
 @dataclass(frozen=True)
 class Account:
-    """One account and the quota it starts with."""
+    """One account and the quota it starts with.
+
+    A key account (``public_key`` set) authenticates with its private key only; a
+    password beside the key is kept for other servers reading the same file.
+    """
 
     username: str
-    password: str
+    password: str | None
     compute_time: int
     bandwidth_kb: int
+    public_key: rsa.RSAPublicKey | None = None
 
     def __repr__(self) -> str:
         return (
             f"Account(username={self.username!r}, compute_time={self.compute_time}, "
-            f"bandwidth_kb={self.bandwidth_kb})"
+            f"bandwidth_kb={self.bandwidth_kb}, "
+            f"key_account={self.public_key is not None})"
         )
+
+
+@dataclass(frozen=True, repr=False)
+class SignedIn:
+    """An authenticated request: the account, and for a key account its private key,
+    which lives only as long as the request that needs it."""
+
+    account: Account
+    private_key: rsa.RSAPrivateKey | None = None
+
+    def __repr__(self) -> str:
+        return f"SignedIn(username={self.account.username!r})"
 
 
 class Accounts:
@@ -71,19 +100,48 @@ class Accounts:
     def __len__(self) -> int:
         return len(self._accounts)
 
-    def authenticate(self, username: str, key: str) -> Account:
-        """Return the account whose password is *key*, else raise.
+    def find(self, username: str) -> Account | None:
+        """The account named *username*, if there is one (no authentication)."""
+        return self._accounts.get(username)
 
-        An unknown username is compared against a dummy secret so that it costs the
-        same time and gets the same answer as a wrong key. Both sides are hashed
-        first so the comparison does not depend on the key's length either.
+    @property
+    def has_key_accounts(self) -> bool:
+        """True when some account's jobs are stored encrypted."""
+        return any(account.public_key is not None for account in self)
+
+    def authenticate(self, username: str, key: str) -> Account:
+        """Return the account whose password or private key is *key*, else raise."""
+        return self.sign_in(username, key).account
+
+    def sign_in(self, username: str, key: str) -> SignedIn:
+        """Authenticate *key* for *username*; for a key account, also load its key.
+
+        A key account's *key* must be its private key: text that is no key at all is
+        a malformed request (``InvalidRequest``), another key is refused like a wrong
+        password. An unknown username is compared against a dummy secret so that it
+        costs the same time and gets the same answer as a wrong password. Both sides
+        are hashed first so the comparison does not depend on the key's length.
         """
         account = self._accounts.get(username)
-        expected = _digest(account.password) if account else _UNKNOWN_ACCOUNT_DIGEST
+        if account is not None and account.public_key is not None:
+            return SignedIn(account, _unlock(account.public_key, key))
+        password = account.password if account is not None else None
+        expected = (
+            _digest(password) if password is not None else _UNKNOWN_ACCOUNT_DIGEST
+        )
         matches = hmac.compare_digest(expected, _digest(key))
         if account is None or not matches:
             raise AuthenticationFailed(AUTHENTICATION_ERROR)
-        return account
+        return SignedIn(account)
+
+
+def _unlock(public_key: rsa.RSAPublicKey, key: str) -> rsa.RSAPrivateKey:
+    try:
+        return crypto.unlock_private_key(public_key, key)
+    except crypto.KeyFormatError:
+        raise InvalidRequest(NOT_A_KEY_ERROR) from None
+    except crypto.KeyMismatchError:
+        raise AuthenticationFailed(AUTHENTICATION_ERROR) from None
 
 
 def _digest(secret: str) -> bytes:
@@ -102,9 +160,13 @@ def _account(entry: Any, users_file: Path) -> Account:
 
     username = entry.get("username")
     password = entry.get("password")
-    if not isinstance(username, str) or not isinstance(password, str):
+    public_key = _public_key(entry, users_file)
+    if not isinstance(username, str):
+        raise ValueError(f"{users_file}: every user needs a string username")
+    if not isinstance(password, str) and not (password is None and public_key):
         raise ValueError(
-            f"{users_file}: every user needs a string username and password"
+            f"{users_file}: {username}: every user needs a string password or a "
+            "public_key"
         )
 
     compute_time = entry.get("compute_time", 0)
@@ -112,4 +174,18 @@ def _account(entry: Any, users_file: Path) -> Account:
     for name, value in (("compute_time", compute_time), ("bandwidth", bandwidth)):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{users_file}: {username}: {name} must be a number")
-    return Account(username, password, int(compute_time), int(bandwidth))
+    return Account(
+        username, password, int(compute_time), int(bandwidth), public_key=public_key
+    )
+
+
+def _public_key(entry: dict[str, Any], users_file: Path) -> rsa.RSAPublicKey | None:
+    text = entry.get("public_key")
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise ValueError(f"{users_file}: a public_key must be PEM or OpenSSH text")
+    try:
+        return crypto.load_public_key(text)
+    except crypto.KeyFormatError as error:
+        raise ValueError(f"{users_file}: {entry.get('username')!r}: {error}") from None

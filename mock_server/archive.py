@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from mock_server.crypto import EncryptingWriter
 from mock_server.errors import InvalidArchive
 
 logger = logging.getLogger(__name__)
@@ -70,12 +71,17 @@ class _LimitedReader(io.RawIOBase):
 
 
 def extract_import(
-    archive: BinaryIO, destination: Path, limits: ExtractionLimits
+    archive: BinaryIO,
+    destination: Path,
+    limits: ExtractionLimits,
+    data_key: bytes | None = None,
 ) -> ExtractionSummary:
     """Extract a gzip tar into the empty directory *destination*, member by member.
 
     On ``InvalidArchive`` the caller removes *destination*; nothing outside it is
-    ever written, because each path is resolved before it is used.
+    ever written, because each path is resolved before it is used. With a
+    *data_key* (a key account's job) every file is written encrypted with it, so
+    the import's plaintext never reaches the disk.
     """
     root = os.path.realpath(destination)
     decompressed = gzip.GzipFile(fileobj=archive, mode="rb")
@@ -97,7 +103,7 @@ def extract_import(
                         "Error: the import archive expands beyond "
                         f"{limits.max_bytes // (1024 * 1024)} MiB."
                     )
-                _extract_member(tar, member, root)
+                _extract_member(tar, member, root, data_key)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
         logger.debug("unreadable import archive: %s", error)
         raise InvalidArchive(
@@ -143,7 +149,9 @@ def _resolved_inside(root: str, path: str, what: str) -> str:
     return resolved
 
 
-def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: str) -> None:
+def _extract_member(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, root: str, data_key: bytes | None
+) -> None:
     relative = _member_path(member.name)
     if relative is None:
         if member.isdir():
@@ -166,7 +174,7 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: str) ->
         _make_directory(target, member.name)
     elif member.isreg():
         _clear_for_file(target, member.name)
-        _write_regular_file(tar, member, target)
+        _write_regular_file(tar, member, target, data_key)
     elif member.issym():
         _make_symlink(root, member, target)
     elif member.islnk():
@@ -195,7 +203,7 @@ def _clear_for_file(target: str, name: str) -> None:
 
 
 def _write_regular_file(
-    tar: tarfile.TarFile, member: tarfile.TarInfo, target: str
+    tar: tarfile.TarFile, member: tarfile.TarInfo, target: str, data_key: bytes | None
 ) -> None:
     mode = 0o755 if member.mode & 0o111 else 0o644
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
@@ -203,7 +211,11 @@ def _write_regular_file(
     if source is None:
         raise InvalidArchive(f"Error: archive member {member.name!r} has no data.")
     with source, os.fdopen(os.open(target, flags, mode), "wb") as output:
-        shutil.copyfileobj(source, output, COPY_CHUNK_BYTES)
+        if data_key is None:
+            shutil.copyfileobj(source, output, COPY_CHUNK_BYTES)
+            return
+        with EncryptingWriter(output, data_key) as sealed:
+            shutil.copyfileobj(source, sealed, COPY_CHUNK_BYTES)
 
 
 def _make_symlink(root: str, member: tarfile.TarInfo, target: str) -> None:

@@ -18,6 +18,7 @@ from types import FrameType
 
 from mock_server.config import MockConfig
 from mock_server.config import settings_from_env
+from mock_server.defects import DEFECTS
 from mock_server.server import MockServer
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,30 @@ def build_parser(defaults: MockConfig, port: int) -> argparse.ArgumentParser:
         help="serve HTTPS with a self-signed certificate made at start",
     )
     parser.add_argument(
+        "--defect",
+        action="append",
+        dest="defects",
+        default=sorted(defaults.defects),
+        metavar="NAME",
+        help="switch on the deliberate flaw NAME (self-validation of the "
+        "conformance suite); repeatable; --defect list shows them",
+    )
+    parser.add_argument(
+        "--admin",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.admin,
+        help="serve the admin API under /_admin/ (faults, journal, job scripts, "
+        "accounts, reset); anyone who reaches the server can use it",
+    )
+    parser.add_argument(
+        "--scenario",
+        type=Path,
+        default=defaults.scenario,
+        metavar="FILE",
+        help="JSON scenario (accounts, faults, job script) applied at start and "
+        "on every reset",
+    )
+    parser.add_argument(
         "--access-log",
         action="store_true",
         help="log every request (off: only lifecycle events are logged)",
@@ -101,6 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     port = int(settings.get("port", DEFAULT_PORT))  # type: ignore[call-overload]
     arguments = build_parser(defaults, port).parse_args(argv)
+    if "list" in arguments.defects:
+        for defect in DEFECTS:
+            targets = ", ".join(defect.targets)
+            print(f"{defect.name:<40} {targets:<22} {defect.description}")
+        return 0
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -121,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_nodes=arguments.max_nodes,
             fail_nodes=frozenset(arguments.fail_nodes),
             tls=arguments.tls,
+            admin=arguments.admin,
+            scenario=arguments.scenario,
+            defects=frozenset(arguments.defects),
         )
         server = MockServer(config).start()
     except (ValueError, OSError) as error:

@@ -38,15 +38,22 @@ class MockConfig:
     tls: bool = False
     defects: frozenset[str] = frozenset()
     fail_nodes: frozenset[str] = frozenset()
-    max_extract_mb: int = 4096
+    max_extract_mb: int = 1024
     max_archive_members: int = 10_000
     max_json_kb: int = 1024
+    admin: bool = False
+    """Serve the admin API under ``/_admin/`` (faults, journal, job scripts,
+    accounts, reset); off by default because it lets anyone reconfigure the server."""
+    scenario: Path | None = None
+    """A JSON scenario (accounts, faults, job script) applied at start and on reset."""
 
     def __post_init__(self) -> None:
         if self.root is not None and not isinstance(self.root, Path):
             object.__setattr__(self, "root", Path(self.root))
         if self.users_file is not None and not isinstance(self.users_file, Path):
             object.__setattr__(self, "users_file", Path(self.users_file))
+        if self.scenario is not None and not isinstance(self.scenario, Path):
+            object.__setattr__(self, "scenario", Path(self.scenario))
         object.__setattr__(self, "defects", frozenset(self.defects))
         object.__setattr__(self, "fail_nodes", frozenset(self.fail_nodes))
 
@@ -99,6 +106,8 @@ _ENV_SETTINGS = {
     "DEFECTS": ("defects", _names),
     "MAX_EXTRACT_MB": ("max_extract_mb", int),
     "MAX_ARCHIVE_MEMBERS": ("max_archive_members", int),
+    "ADMIN": ("admin", _flag),
+    "SCENARIO": ("scenario", Path),
 }
 
 

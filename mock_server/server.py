@@ -19,6 +19,8 @@ from werkzeug.serving import make_server
 from mock_server.app import MockApp
 from mock_server.app import create_app
 from mock_server.config import MockConfig
+from mock_server.harness import Harness
+from mock_server.middleware import ControlledApp
 from mock_server.tls import CERTIFICATE_NAME
 from mock_server.tls import self_signed_context
 
@@ -38,6 +40,7 @@ class MockServer:
         self._app: MockApp | None = None
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self._harness: Harness | None = None
         self.certificate: Path | None = None
 
     @property
@@ -45,6 +48,13 @@ class MockServer:
         if self._app is None:
             raise RuntimeError("the mock server is not running")
         return self._app
+
+    @property
+    def harness(self) -> Harness:
+        """The client-developer controls: faults, journal, job scripts, accounts."""
+        if self._harness is None:
+            raise RuntimeError("the mock server is not running")
+        return self._harness
 
     @property
     def root(self) -> Path:
@@ -72,6 +82,7 @@ class MockServer:
 
         app = create_app(self.config)
         try:
+            harness = Harness(app)
             ssl_context = None
             if self.config.tls:
                 self.certificate = app.root / CERTIFICATE_NAME
@@ -79,7 +90,7 @@ class MockServer:
             server = make_server(
                 self.config.host,
                 self.config.port,
-                app,
+                ControlledApp(app, harness),
                 threaded=True,
                 ssl_context=ssl_context,
             )
@@ -88,6 +99,7 @@ class MockServer:
             raise
 
         self._app = app
+        self._harness = harness
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,

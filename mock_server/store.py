@@ -6,6 +6,8 @@ Layout of a storage root::
     staging/<process>/               uploads, extractions, archives in the making
     jobs/<job_hash>/configs/         the uploaded manifest
     jobs/<job_hash>/<design>/<jobname>/<step>/<index>/...   the job's work tree
+    jobs/<job_hash>/data-key.wrapped a key account's job: its wrapped data key (every
+                                     file of such a job is stored encrypted)
     results/<job_hash>.tar.gz        the results archive, once the job ended
 
 A job exists for clients only once its record is written, which happens after its
@@ -36,10 +38,15 @@ from typing import IO
 from typing import Any
 from typing import BinaryIO
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mock_server import crypto
+from mock_server import sealed
 from mock_server.accounts import Accounts
 from mock_server.archive import ExtractionLimits
 from mock_server.archive import build_results_archive
 from mock_server.archive import extract_import
+from mock_server.errors import AuthenticationFailed
 from mock_server.errors import BandwidthExhausted
 from mock_server.errors import JobHashInUse
 from mock_server.errors import JobNotFound
@@ -341,8 +348,15 @@ class Store:
         import_archive: BinaryIO,
         limits: ExtractionLimits,
         fail_nodes: frozenset[str],
+        job_key: sealed.JobKey | None = None,
+        wrapped_key: bytes | None = None,
     ) -> JobRecord:
-        """Extract the import archive into staging and publish the job atomically."""
+        """Extract the import archive into staging and publish the job atomically.
+
+        With a *job_key* (a key account's job) every file is written encrypted, the
+        *wrapped_key* is stored beside them, and the job is claimed by this process
+        at once: only this process holds the key, so no other may run the job.
+        """
         if self.job_exists(job_hash):
             raise JobHashInUse("Error: the job hash is already in use.")
 
@@ -351,8 +365,17 @@ class Store:
             job_root = staging / job_hash
             work_dir = job_root / plan.design / plan.jobname
             work_dir.mkdir(parents=True)
-            summary = extract_import(import_archive, work_dir, limits)
-            _write_manifest(job_root / "configs" / f"chip{plan.jobname}.json", manifest)
+            manifest_path = job_root / "configs" / f"chip{plan.jobname}.json"
+            if job_key is None:
+                summary = extract_import(import_archive, work_dir, limits)
+                _write_manifest(manifest_path, manifest)
+            else:
+                assert wrapped_key is not None
+                sealed.write_wrapped_key(job_root, wrapped_key)
+                summary = extract_import(
+                    import_archive, work_dir, limits, job_key.data_key
+                )
+                sealed.write_text(manifest_path, json.dumps(manifest), job_key)
             imported = {
                 node.name
                 for node in plan.nodes
@@ -361,7 +384,8 @@ class Store:
                 ).is_file()
             }
             self._publish(job_root, job_hash)
-            self._insert_job(job_hash, account, plan, imported, fail_nodes)
+            owner = self.owner if job_key is not None else None
+            self._insert_job(job_hash, account, plan, imported, fail_nodes, owner)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -390,6 +414,7 @@ class Store:
         plan: JobPlan,
         imported: set[str],
         fail_nodes: frozenset[str],
+        owner: str | None = None,
     ) -> None:
         now = time.time()
         failing = fail_nodes | plan.fail_nodes
@@ -397,7 +422,8 @@ class Store:
             with self._transaction() as connection:
                 connection.execute(
                     "INSERT INTO jobs (job_hash, account, design, jobname, flow, "
-                    "state, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "state, owner, created, updated) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         job_hash,
                         account,
@@ -405,6 +431,7 @@ class Store:
                         plan.jobname,
                         plan.flow,
                         JobState.RUNNING,
+                        owner,
                         now,
                         now,
                     ),
@@ -443,6 +470,7 @@ class Store:
                 raise JobStillRunning("Error: job is still running.")
             connection.execute("DELETE FROM jobs WHERE job_hash = ?", (job_hash,))
 
+        sealed.destroy_wrapped_key(self.job_dir(job_hash))
         trash = self.staging / f"deleted-{uuid.uuid4().hex}"
         with contextlib.suppress(FileNotFoundError):
             os.rename(self.job_dir(job_hash), trash)
@@ -450,11 +478,22 @@ class Store:
         self.results_path(job_hash).unlink(missing_ok=True)
         logger.info("job %s deleted", job_hash)
 
-    def open_results(self, job_hash: str, account: str | None) -> tuple[BinaryIO, int]:
+    def is_sealed(self, job_hash: str) -> bool:
+        """Tell whether the job's files are stored encrypted (a key account's job)."""
+        return sealed.is_sealed(self.job_dir(job_hash))
+
+    def open_results(
+        self,
+        job_hash: str,
+        account: str | None,
+        private_key: rsa.RSAPrivateKey | None = None,
+    ) -> tuple[BinaryIO, int]:
         """Open a finished job's results archive and charge its size to the account.
 
         The file is opened before the charge, so a concurrent delete cannot leave
-        the account paying for nothing.
+        the account paying for nothing. An encrypted job's archive is opened for
+        reading its plaintext with the account's *private_key*; the size is then
+        the plaintext's.
         """
         record = self.find_job(job_hash, account)
         if record.state == JobState.RUNNING:
@@ -463,11 +502,15 @@ class Store:
         try:
             results = open(self.results_path(job_hash), "rb")  # noqa: SIM115
         except FileNotFoundError:
+            reason = f": {record.error}" if record.error else "."
             raise ResultsUnavailable(
-                "Error: the job's results are not available."
+                f"Error: the job's results are not available{reason}"
             ) from None
 
-        size = os.fstat(results.fileno()).st_size
+        if self.is_sealed(job_hash):
+            results, size = self._unseal_results(results, job_hash, private_key)
+        else:
+            size = os.fstat(results.fileno()).st_size
         if account is not None:
             try:
                 self._charge_bandwidth(account, -(-size // 1024))
@@ -475,6 +518,28 @@ class Store:
                 results.close()
                 raise
         return results, size
+
+    def _unseal_results(
+        self,
+        results: BinaryIO,
+        job_hash: str,
+        private_key: rsa.RSAPrivateKey | None,
+    ) -> tuple[BinaryIO, int]:
+        try:
+            if private_key is None:
+                raise crypto.WrappedKeyError("no private key was given")
+            job_key = sealed.JobKey.unlock(self.job_dir(job_hash), private_key)
+            size = crypto.plaintext_size(results)
+        except crypto.WrappedKeyError:
+            results.close()
+            raise AuthenticationFailed("Authentication error.") from None
+        except (crypto.EncryptedFileError, OSError) as failure:
+            results.close()
+            logger.error("job %s: unreadable results archive: %s", job_hash, failure)
+            raise ResultsUnavailable(
+                "Error: the job's results are not available."
+            ) from None
+        return sealed.PlaintextReader(results, job_key), size  # type: ignore[return-value]
 
     def _charge_bandwidth(self, username: str, kib: int) -> None:
         with self._transaction() as connection:
@@ -487,6 +552,42 @@ class Store:
             raise BandwidthExhausted(
                 f"Error: the results need {kib} KiB, more than the account's remaining "
                 "bandwidth."
+            )
+
+    # -- the client-developer controls (reset, scripted jobs) --------------------
+
+    def lookup_job(self, job_hash: str) -> JobRecord | None:
+        """Return any account's job, None when unknown: for the server's own
+        controls, never for answering a client."""
+        with self._connection() as connection:
+            row = connection.execute(
+                "SELECT * FROM jobs WHERE job_hash = ?", (job_hash,)
+            ).fetchone()
+        return None if row is None else _job_record(row)
+
+    def purge_jobs(self) -> int:
+        """Forget every job, running or not, and remove their files; runners of
+        those jobs lose ownership and stop at their next step."""
+        with self._transaction() as connection:
+            hashes = [row[0] for row in connection.execute("SELECT job_hash FROM jobs")]
+            connection.execute("DELETE FROM jobs")
+        trash = self.staging / f"purged-{uuid.uuid4().hex}"
+        trash.mkdir()
+        for folder in (self.jobs_dir, self.results_dir):
+            for entry in folder.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(entry, trash / f"{folder.name}-{entry.name}")
+        shutil.rmtree(trash, ignore_errors=True)
+        logger.info("%d jobs purged", len(hashes))
+        return len(hashes)
+
+    def set_quotas(self, accounts: Accounts) -> None:
+        """Give accounts their starting quota again, whatever they have used."""
+        with self._transaction() as connection:
+            connection.executemany(
+                "INSERT OR REPLACE INTO quotas (username, compute_time, bandwidth_kb) "
+                "VALUES (?, ?, ?)",
+                [(a.username, a.compute_time, a.bandwidth_kb) for a in accounts],
             )
 
     # -- jobs as the runner sees them --------------------------------------------
@@ -589,18 +690,34 @@ class Store:
         return True
 
     def publish_results(
-        self, job_hash: str, state: JobState, error: str | None
+        self,
+        job_hash: str,
+        state: JobState,
+        error: str | None,
+        job_key: sealed.JobKey | None = None,
     ) -> None:
         """Build the results archive beside the job, move it into place, then mark
-        the job ended, so an ended job always has its whole archive."""
+        the job ended, so an ended job always has its whole archive.
+
+        An encrypted job's archive is built encrypted with its *job_key*; without
+        the key (the server restarted) the job ends failed with no archive, and its
+        files stay as they are, encrypted.
+        """
         archive = self.staging / f"results-{job_hash}-{uuid.uuid4().hex}.tar.gz"
         results_bytes: int | None = None
+        job_dir = self.job_dir(job_hash)
         try:
-            results_bytes = build_results_archive(
-                self.job_dir(job_hash), job_hash, archive
-            )
-            os.replace(archive, self.results_path(job_hash))
-        except OSError as failure:
+            if job_key is not None:
+                results_bytes = sealed.build_results_archive(
+                    job_dir, job_hash, archive, job_key
+                )
+                os.replace(archive, self.results_path(job_hash))
+            elif sealed.is_sealed(job_dir):
+                state = JobState.FAILED
+            else:
+                results_bytes = build_results_archive(job_dir, job_hash, archive)
+                os.replace(archive, self.results_path(job_hash))
+        except (OSError, crypto.EncryptionError) as failure:
             logger.error(
                 "job %s: cannot build its results archive: %s", job_hash, failure
             )
