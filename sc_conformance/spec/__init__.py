@@ -45,8 +45,10 @@ def load_schema(name: str) -> dict[str, Any]:
     if name not in ENDPOINT_SCHEMAS:
         raise KeyError(f"no request schema named {name!r}")
 
-    text = resources.files(__package__).joinpath("schemas", f"{name}.json").read_text(
-        encoding="utf-8"
+    text = (
+        resources.files(__package__)
+        .joinpath("schemas", f"{name}.json")
+        .read_text(encoding="utf-8")
     )
     return json.loads(text)
 
@@ -95,8 +97,10 @@ def first_error(name: str, document: Any) -> str | None:
 @functools.cache
 def requirements() -> tuple[Requirement, ...]:
     """Return the requirement catalogue in its published order."""
-    text = resources.files(__package__).joinpath("requirements.json").read_text(
-        encoding="utf-8"
+    text = (
+        resources.files(__package__)
+        .joinpath("requirements.json")
+        .read_text(encoding="utf-8")
     )
     return tuple(Requirement(**entry) for entry in json.loads(text)["requirements"])
 
