@@ -379,8 +379,11 @@ class MockApp:
 
     def _start_job(self, form: Any, files: Any) -> Response:
         import_part = files.get("import")
-        if self.has_defect("missing-part-500"):
-            import_part = files["import"]
+        if self.has_defect("missing-part-500") and (
+            import_part is None or ("params" not in files and "params" not in form)
+        ):
+            # What a server indexing the parts unchecked does: an unhandled error.
+            raise KeyError("import" if import_part is None else "params")
         if "params" in files and not self.has_defect("params-form-field-only"):
             params_text: bytes | str = files["params"].stream.read()
         elif "params" in form and not self.has_defect("params-file-part-only"):

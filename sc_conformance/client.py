@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import shlex
+import socket
 import urllib.parse
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -49,6 +50,11 @@ class ServerUnreachable(ConnectionError):
         super().__init__(f"{request}: {reason}")
         self.request = request
         self.reason = reason
+
+
+class BrokenResponse(ServerUnreachable):
+    """The server is up, but broke this one exchange: a dropped connection, a cut
+    or malformed body. That judges the server's answer, not its reachability."""
 
 
 class ResponseTooLarge(ValueError):
@@ -180,8 +186,9 @@ class ServerClient:
 
     JSON bodies are sent the way the real client sends them: ``json.dumps`` of the
     object with no ``Content-Type`` header. Methods return the ``requests.Response``
-    whatever its status, so checks can judge it; only a missing answer raises
-    :class:`ServerUnreachable`.
+    whatever its status, so checks can judge it. A server that no longer answers
+    raises :class:`ServerUnreachable`; one that is up but breaks an exchange (drops
+    the connection, cuts the body) raises :class:`BrokenResponse`, a check failure.
     """
 
     def __init__(
@@ -480,13 +487,26 @@ class ServerClient:
         arguments.update(requests_arguments or {})
         try:
             response = self.session.request(method, url, **arguments)
-            self._read_body(response)
         except requests.exceptions.RequestException as error:
             exchange.error = self._describe_error(error)
             self._record(exchange)
-            raise ServerUnreachable(
-                f"{method} {exchange.url}", exchange.error
-            ) from None
+            unreachable = (
+                isinstance(
+                    error, (requests.exceptions.Timeout, requests.exceptions.SSLError)
+                )
+                or not self._accepts_connections()
+            )
+            failure = ServerUnreachable if unreachable else BrokenResponse
+            raise failure(f"{method} {exchange.url}", exchange.error) from None
+        try:
+            self._read_body(response)
+        except requests.exceptions.RequestException as error:
+            exchange.status = response.status_code
+            exchange.error = f"answered {response.status_code}, then " + (
+                self._describe_error(error)
+            )
+            self._record(exchange)
+            raise BrokenResponse(f"{method} {exchange.url}", exchange.error) from None
         except ResponseTooLarge as error:
             exchange.error = str(error)
             self._record(exchange)
@@ -517,6 +537,18 @@ class ServerClient:
         response._content = b"".join(chunks)
         response._content_consumed = True
 
+    def _accepts_connections(self) -> bool:
+        """Whether the server still takes connections after one exchange broke."""
+        address = urllib.parse.urlsplit(self.base_url)
+        port = address.port or (443 if address.scheme == "https" else 80)
+        try:
+            socket.create_connection(
+                (address.hostname or "", port), timeout=self.connect_timeout
+            ).close()
+        except OSError:
+            return False
+        return True
+
     def _show_response(self, response: requests.Response) -> str:
         content_type = response.headers.get("Content-Type", "")
         if response.content[:2] == b"\x1f\x8b" or "gzip" in content_type:
@@ -530,6 +562,10 @@ class ServerClient:
             return f"no answer within {self.request_timeout:g} s"
         if isinstance(error, requests.exceptions.SSLError):
             return "TLS handshake failed (see --sc-ca-bundle / --sc-insecure)"
+        if isinstance(error, requests.exceptions.ChunkedEncodingError):
+            return "the body broke off (invalid chunked encoding)"
+        if isinstance(error, requests.exceptions.ContentDecodingError):
+            return "the body could not be decoded"
         if isinstance(error, requests.exceptions.ConnectionError):
             return "connection refused or dropped"
         return self.redactor.text(type(error).__name__)

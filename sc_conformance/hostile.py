@@ -26,8 +26,17 @@ CANARY_NAME = "sc-conformance-canary.txt"
 
 CANARY_TEXT = b"written through a hostile import archive\n"
 
-ESCAPE_PREFIX = "../" * 12
-"""Enough ``..`` components to leave any storage root a server might use."""
+ESCAPE_PREFIX = "../" * 3
+"""From a member under ``import/0/``, one level above the folder the import is
+extracted to. That is enough to show the flaw, and on a server that extracts into
+``<job_hash>/<design>/<jobname>`` (as sc-server 0.13 does) the canary lands inside
+the job's own folder, where deleting the job removes it."""
+
+ESCAPE_LINK_TARGET = "../" + CANARY_NAME
+"""A hard link's target, relative to the extraction folder: one level above it."""
+
+ABSOLUTE_CANARY = "/tmp/" + CANARY_NAME
+"""Where the absolute-path archive tries to write on a server given by URL."""
 
 DEFAULT_BOMB_BYTES = 1024 * 1024 * 1024
 """Expanded size of the default decompression bomb (its gzip is about 1 MiB)."""
@@ -73,8 +82,8 @@ def _link(name: str, target: str, kind: bytes) -> tarfile.TarInfo:
 
 
 def write_absolute_path(path: Path, *, target: str | None = None) -> Path:
-    """An archive with a member whose path is absolute (default under /tmp)."""
-    name = target or f"/tmp/{CANARY_NAME}"
+    """An archive with a member whose path is absolute (default ``ABSOLUTE_CANARY``)."""
+    name = target or ABSOLUTE_CANARY
     with _import_archive(path) as archive:
         archive.addfile(*_regular(name, CANARY_TEXT))
     return path
@@ -91,8 +100,9 @@ def write_dotdot_path(path: Path, *, target: str | None = None) -> Path:
 def write_symlink_escape(path: Path, *, target: str | None = None) -> Path:
     """A symlink pointing out of the job, then a file written through it.
 
-    *target* is the directory the link points to; by default a chain of ``..``.
-    A naive extractor leaves ``<target>/sc-conformance-canary.txt`` behind.
+    *target* is the directory the link points to; by default the folder one level
+    above the extraction folder. A naive extractor leaves
+    ``<target>/sc-conformance-canary.txt`` behind.
     """
     link_target = target or ESCAPE_PREFIX.rstrip("/")
     with _import_archive(path) as archive:
@@ -107,7 +117,7 @@ def write_hardlink_escape(path: Path, *, target: str | None = None) -> Path:
     *target* is the outside file; a naive extractor opens the link for writing
     and so overwrites the outside file with the canary text.
     """
-    link_target = target or f"{ESCAPE_PREFIX}{CANARY_NAME}"
+    link_target = target or ESCAPE_LINK_TARGET
     with _import_archive(path) as archive:
         archive.addfile(_link("import/0/victim", link_target, tarfile.LNKTYPE))
         archive.addfile(*_regular("import/0/victim", CANARY_TEXT))

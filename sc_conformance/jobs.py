@@ -173,6 +173,7 @@ class ResultsInspection:
     confinement_problems: tuple[str, ...]
     missing_node_manifests: tuple[str, ...]
     error: str | None = None
+    has_final_manifest: bool = False
 
 
 def inspect_results(archive: bytes, upload: JobUpload) -> ResultsInspection:
@@ -198,6 +199,7 @@ def inspect_results(archive: bytes, upload: JobUpload) -> ResultsInspection:
         members=tuple(member.name for member in members),
         confinement_problems=tuple(problems),
         missing_node_manifests=missing,
+        has_final_manifest=final_manifest_path(upload) in names,
     )
 
 
@@ -208,6 +210,11 @@ def node_manifest_paths(upload: JobUpload) -> tuple[str, ...]:
         f"{upload.design}.pkg.json"
         for step, index in upload.nodes
     )
+
+
+def final_manifest_path(upload: JobUpload) -> str:
+    """Where a successful job's final manifest lies in its results archive."""
+    return f"{upload.job_hash}/{upload.design}/{upload.job_id}/{upload.design}.pkg.json"
 
 
 def _confinement_problem(member: tarfile.TarInfo, job_hash: str) -> str | None:

@@ -24,6 +24,7 @@ from sc_conformance import mock_fixture
 from sc_conformance import report
 from sc_conformance import selftest
 from sc_conformance import spec
+from sc_conformance.client import BrokenResponse
 from sc_conformance.client import Credentials
 from sc_conformance.client import ServerClient
 from sc_conformance.client import ServerUnreachable
@@ -121,14 +122,19 @@ def pytest_configure(config: pytest.Config) -> None:
 def _add_suite_to_collection(config: pytest.Config) -> None:
     """Collect the bundled suite when the user named no test paths.
 
-    Without paths pytest would collect the current directory: that is replaced by the
-    suite. With ``testpaths`` from an ini file, the suite is added unless covered.
+    Without paths pytest would collect the current directory, or an ini file's
+    ``testpaths``: a target given on the command line or in the environment replaces
+    that with the suite alone, so ``pytest --server-url=URL`` judges a server from
+    any directory. A target set in an ini file adds the suite to its ``testpaths``
+    (a project that runs the suite beside its own tests), unless they cover it.
     """
     source = config.args_source
     if source is pytest.Config.ArgsSource.ARGS:
         return
     suite = str(SUITE_DIR)
-    if source is pytest.Config.ArgsSource.INVOCATION_DIR:
+    state = _state(config)
+    explicit = state is not None and state.settings.explicit_target
+    if source is pytest.Config.ArgsSource.INVOCATION_DIR or explicit:
         config.args[:] = [suite]
         return
     covered = any(
@@ -284,10 +290,15 @@ def pytest_runtest_makereport(
     if state is None or not ids:
         return test_report
 
-    if call.excinfo is not None and isinstance(call.excinfo.value, ServerUnreachable):
-        message = f"the server stopped answering: {call.excinfo.value}"
+    failure = call.excinfo.value if call.excinfo is not None else None
+    if isinstance(failure, ServerUnreachable) and not isinstance(
+        failure, BrokenResponse
+    ):
+        message = f"the server stopped answering: {failure}"
         test_report.longrepr = message
         item.session.shouldstop = f"sc-conformance: {message}"
+    elif isinstance(failure, BrokenResponse):
+        test_report.longrepr = f"the server broke the exchange: {failure}"
 
     conformance = state.session
     if conformance is not None and conformance.exchanges and call.when != "teardown":

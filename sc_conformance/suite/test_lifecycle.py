@@ -15,6 +15,7 @@ import requests
 from sc_conformance.client import FINISHED_TEXT
 from sc_conformance.client import ServerClient
 from sc_conformance.client import json_message
+from sc_conformance.jobs import final_manifest_path
 from sc_conformance.jobs import inspect_results
 from sc_conformance.plugin import SharedJob
 from sc_conformance.session import ConformanceSession
@@ -152,6 +153,22 @@ def test_results_hold_a_manifest_for_every_node(
         )
     assert not inspection.missing_node_manifests, (
         f"missing node manifests: {', '.join(inspection.missing_node_manifests)}"
+    )
+
+
+@pytest.mark.requirement("RES-09")
+def test_results_hold_the_final_manifest(
+    sc_results: requests.Response, sc_finished_job: SubmittedJob
+) -> None:
+    expect.status(sc_results, 200, what="get_results of a finished job")
+    inspection = inspect_results(sc_results.content, sc_finished_job.upload)
+    if inspection.error is not None:
+        pytest.skip(
+            f"the results archive is unreadable (see RES-01): {inspection.error}"
+        )
+    assert inspection.has_final_manifest, (
+        f"no final manifest {final_manifest_path(sc_finished_job.upload)}: the real "
+        "client reads it to learn that the job succeeded"
     )
 
 

@@ -113,8 +113,18 @@ def pattern_mutations(field: str, values: tuple[str, ...]) -> list[Mutation]:
         for endpoint in ENDPOINTS
         if field in _properties(endpoint)
         for position, value in enumerate(values)
-        if re.search(_properties(endpoint)[field]["pattern"], value) is None
+        if not _matches_pattern(_properties(endpoint)[field]["pattern"], value)
     ]
+
+
+def _matches_pattern(pattern: str, value: str) -> bool:
+    """JSON Schema's (ECMA 262) reading of *pattern*: its ``$`` is the very end.
+
+    Python's ``$`` also matches before a final newline, which would wrongly count
+    a job hash with a trailing newline as valid and drop that case.
+    """
+    ecma = re.sub(r"(?<!\\)\$$", r"\\Z", pattern)
+    return re.search(ecma, value) is not None
 
 
 def unknown_property_mutations() -> list[Mutation]:
