@@ -239,9 +239,10 @@ class JobControl:
             if stopping.wait(remaining):
                 return None
 
-        verdict = (
-            NodeVerdict.FAIL if node.name in script.fail_nodes else NodeVerdict.SUCCEED
-        )
+        # A node fails by the job script, or by --fail-node or the manifest's
+        # sc_mock.fail_nodes (recorded on the node when the job was accepted).
+        fails = node.fails or node.name in script.fail_nodes
+        verdict = NodeVerdict.FAIL if fails else NodeVerdict.SUCCEED
         with self._database.transaction() as connection:
             connection.execute(
                 "UPDATE node_runs SET outcome = ? WHERE id = ?",

@@ -62,6 +62,19 @@ class ContentLength(enum.StrEnum):
     """Announce what is sent: a well-formed response carrying half an archive."""
 
 
+_WHOLE_NUMBERS = (
+    "times",
+    "seed",
+    "status",
+    "retry_after",
+    "keep_bytes",
+    "offset",
+    "length",
+    "chunks",
+)
+"""Fault fields that count something; ``Retry-After`` allows whole seconds only."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Fault:
     """One scripted fault. ``times=None`` means every matching call until removed."""
@@ -73,7 +86,7 @@ class Fault:
     seed: int | None = None
     status: int | None = None
     message: str | None = None
-    retry_after: float | None = None
+    retry_after: int | None = None
     keep_bytes: int | None = None
     content_length: ContentLength = ContentLength.FULL
     offset: int | None = None
@@ -90,6 +103,12 @@ class Fault:
             "content_length",
             _choice(ContentLength, self.content_length, "content_length"),
         )
+        for name in _WHOLE_NUMBERS:
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int)
+            ):
+                raise FaultError(f"{name} must be a whole number, not {value!r}")
         if self.endpoint != ANY_ENDPOINT and self.endpoint not in ENDPOINTS:
             raise FaultError(
                 f"endpoint must be one of {', '.join(ENDPOINTS)} or '*', "
@@ -293,7 +312,7 @@ def _status_answer(
     if retry_after is None and status in (429, 503):
         retry_after = 1
     if retry_after is not None:
-        headers.append(("Retry-After", f"{retry_after:g}"))
+        headers.append(("Retry-After", str(retry_after)))
     start_response(_status_line(status), headers)
     return [body]
 

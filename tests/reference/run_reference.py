@@ -11,6 +11,7 @@ installed plugin. Needs ``siliconcompiler==0.13.0`` in the running interpreter (
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -26,7 +27,12 @@ logger = logging.getLogger("run_reference")
 
 HERE = Path(__file__).resolve().parent
 LAUNCHER = HERE / "launch_sc_server.py"
-BASELINE = HERE / "baseline-sc-server-0.13.txt"
+BASELINES = {
+    False: HERE / "baseline-sc-server-0.13-open.txt",
+    True: HERE / "baseline-sc-server-0.13-auth.txt",
+}
+ABSOLUTE_CANARY = Path("/tmp/sc-conformance-canary.txt")
+"""Where the suite's absolute-path archive writes on a server that extracts naively."""
 
 ACCOUNTS = {
     "users": [
@@ -124,22 +130,36 @@ def reference_server(storage_root: Path, auth: bool) -> Iterator[str]:
                 server.wait()
 
 
-def leftovers(storage_root: Path) -> list[str]:
-    """List what the server kept in its storage root, apart from the account file."""
-    return sorted(
-        str(path.relative_to(storage_root))
-        for path in storage_root.iterdir()
-        if path.name != "users.json"
-    )
+def leftovers(storage_root: Path) -> dict[str, list[str]]:
+    """Sort what the server kept in its storage root, apart from the account file.
+
+    sc-server stages every upload as a file named by a random hex id and removes it
+    only after a successful extraction; a job is a folder named by its job hash,
+    its results a ``<job_hash>.tar.gz`` beside it.
+    """
+    kept: dict[str, list[str]] = {"job folders": [], "results": [], "staged": []}
+    for path in sorted(storage_root.iterdir()):
+        if path.name == "users.json":
+            continue
+        if path.is_dir():
+            kept["job folders"].append(path.name)
+        elif path.name.endswith(".tar.gz"):
+            kept["results"].append(path.name)
+        else:
+            kept["staged"].append(path.name)
+    return {kind: names for kind, names in kept.items() if names}
 
 
-def run_suite(url: str, auth: bool, report: Path, extra: list[str]) -> int:
+def run_suite(
+    url: str, auth: bool, report: Path, extra: list[str], output: Path
+) -> int:
+    """Run the installed plugin from a scratch folder; its output goes to *output*."""
     command = [
         sys.executable,
         "-m",
         "pytest",
         f"--server-url={url}",
-        f"--sc-baseline={BASELINE}",
+        f"--sc-baseline={BASELINES[auth]}",
         f"--sc-report={report}",
         "-p",
         "no:cacheprovider",
@@ -156,9 +176,35 @@ def run_suite(url: str, auth: bool, report: Path, extra: list[str]) -> int:
     else:
         command.append("--sc-auth=off")
 
-    with tempfile.TemporaryDirectory(prefix="sc-suite-") as scratch:
+    with (
+        tempfile.TemporaryDirectory(prefix="sc-suite-") as scratch,
+        open(output, "wb") as log,
+    ):
         logger.info("running the suite against %s (auth %s)", url, auth)
-        return subprocess.call(command, cwd=scratch)
+        return subprocess.call(
+            command, cwd=scratch, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+def run_mode(auth: bool, report_dir: Path, extra: list[str]) -> tuple[int, Path]:
+    """One server, one suite run, and what the server kept on disk afterwards."""
+    label = "auth" if auth else "open"
+    output = report_dir / f"sc-server-0.13-{label}.log"
+    with tempfile.TemporaryDirectory(prefix="sc-server-") as workspace:
+        storage_root = Path(workspace) / "storage"
+        storage_root.mkdir()
+        with reference_server(storage_root, auth) as url:
+            report = report_dir / f"sc-server-0.13-{label}.json"
+            exit_code = run_suite(url, auth, report, extra, output)
+        for kind, names in leftovers(storage_root).items():
+            logger.info(
+                "sc-server (%s) kept %d %s on disk: %s",
+                label,
+                len(names),
+                kind,
+                ", ".join(names[:3]) + (", ..." if len(names) > 3 else ""),
+            )
+    return exit_code, output
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,18 +226,23 @@ def main(argv: list[str] | None = None) -> int:
     options.report_dir.mkdir(parents=True, exist_ok=True)
 
     modes = {"open": [False], "auth": [True], "both": [False, True]}[options.mode]
-    exit_codes = []
-    for auth in modes:
-        label = "auth" if auth else "open"
-        with tempfile.TemporaryDirectory(prefix="sc-server-") as workspace:
-            storage_root = Path(workspace) / "storage"
-            storage_root.mkdir()
-            with reference_server(storage_root, auth) as url:
-                report = options.report_dir.resolve() / f"sc-server-0.13-{label}.json"
-                exit_codes.append(run_suite(url, auth, report, extra))
-            kept = leftovers(storage_root)
-            if kept:
-                logger.info("sc-server kept %d entries on disk: %s", len(kept), kept)
+    canary_before = ABSOLUTE_CANARY.exists()
+    # The two servers are independent: judge them side by side. The reference
+    # server is single-threaded and blocks while a job runs, so this halves the wait.
+    report_dir = options.report_dir.resolve()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(modes)) as pool:
+        runs = list(pool.map(lambda auth: run_mode(auth, report_dir, extra), modes))
+    for _, output in runs:
+        sys.stdout.write(output.read_text(errors="replace"))
+    sys.stdout.flush()
+    exit_codes = [exit_code for exit_code, _ in runs]
+
+    if ABSOLUTE_CANARY.exists() and not canary_before:
+        logger.info(
+            "sc-server extracted an absolute archive member to %s; removed it",
+            ABSOLUTE_CANARY,
+        )
+        ABSOLUTE_CANARY.unlink()
 
     return max(exit_codes)
 
