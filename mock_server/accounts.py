@@ -14,11 +14,14 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mock_server import crypto
@@ -34,6 +37,10 @@ NOT_A_KEY_ERROR = (
 )
 
 _UNKNOWN_ACCOUNT_DIGEST = b"\x00" * 32
+
+
+PROVEN_KEYS_KEPT = 256
+"""Digests of proven private keys remembered per process (see authenticate)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,8 @@ class Accounts:
 
     def __init__(self, accounts: dict[str, Account] | None = None) -> None:
         self._accounts = dict(accounts or {})
+        self._proven_keys: OrderedDict[tuple[str, bytes, bytes], None] = OrderedDict()
+        self._proven_lock = threading.Lock()
 
     @classmethod
     def load(cls, users_file: Path | None) -> Accounts:
@@ -110,8 +119,27 @@ class Accounts:
         return any(account.public_key is not None for account in self)
 
     def authenticate(self, username: str, key: str) -> Account:
-        """Return the account whose password or private key is *key*, else raise."""
-        return self.sign_in(username, key).account
+        """Return the account whose password or private key is *key*, else raise.
+
+        Loading and checking an RSA private key costs a tenth of a second or more, too
+        much for every poll of a key account's job: a key once proven is remembered
+        by its digest (never the key itself) together with the registered public key,
+        so replacing the account's public key forgets the proof.
+        """
+        account = self._accounts.get(username)
+        if account is None or account.public_key is None:
+            return self.sign_in(username, key).account
+        proof = (username, _public_digest(account.public_key), _digest(key))
+        with self._proven_lock:
+            if proof in self._proven_keys:
+                self._proven_keys.move_to_end(proof)
+                return account
+        signed_in = self.sign_in(username, key)
+        with self._proven_lock:
+            self._proven_keys[proof] = None
+            while len(self._proven_keys) > PROVEN_KEYS_KEPT:
+                self._proven_keys.popitem(last=False)
+        return signed_in.account
 
     def sign_in(self, username: str, key: str) -> SignedIn:
         """Authenticate *key* for *username*; for a key account, also load its key.
@@ -142,6 +170,13 @@ def _unlock(public_key: rsa.RSAPublicKey, key: str) -> rsa.RSAPrivateKey:
         raise InvalidRequest(NOT_A_KEY_ERROR) from None
     except crypto.KeyMismatchError:
         raise AuthenticationFailed(AUTHENTICATION_ERROR) from None
+
+
+def _public_digest(public_key: rsa.RSAPublicKey) -> bytes:
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).digest()
 
 
 def _digest(secret: str) -> bytes:

@@ -157,3 +157,34 @@ def test_malformed_users_file_stops_start_up(tmp_path, document):
 def test_account_repr_hides_the_password():
     assert len(Accounts.load(None)) == 0
     assert "s3cret" not in repr(Account("alice", "s3cret", 1, 2))
+
+
+def test_a_proven_private_key_is_not_loaded_again_but_a_wrong_one_still_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mock_server import crypto
+    from mock_server.accounts import Account
+    from mock_server.accounts import Accounts
+    from mock_server.errors import AuthenticationFailed
+    from sc_conformance.keys import new_private_key
+
+    key, public_pem = new_private_key()
+    wrong_key, _ = new_private_key()
+    account = Account(
+        "carol", None, 60, 60, public_key=crypto.load_public_key(public_pem)
+    )
+    accounts = Accounts({"carol": account})
+    unlocks = []
+    real_unlock = crypto.unlock_private_key
+    monkeypatch.setattr(
+        crypto,
+        "unlock_private_key",
+        lambda *arguments: unlocks.append(1) or real_unlock(*arguments),
+    )
+
+    assert accounts.authenticate("carol", key) is account
+    assert accounts.authenticate("carol", key) is account
+    with pytest.raises(AuthenticationFailed):
+        accounts.authenticate("carol", wrong_key)
+
+    assert len(unlocks) == 2
