@@ -127,9 +127,9 @@ class MockApp:
             root.mkdir(parents=True, exist_ok=True)
 
         self.store = Store(root)
-        self.accounts = (
-            Accounts.load(self._users_file(root)) if config.auth else Accounts()
-        )
+        # Read even with authentication off: a scenario, the admin API or the
+        # fixture may switch it on later, and the file's accounts must exist then.
+        self.accounts = Accounts.load(self._users_file(root))
         self.store.seed_quotas(self.accounts)
         self.control_database = ControlDatabase(root)
         self.job_control = JobControl(
@@ -330,9 +330,22 @@ class MockApp:
                 raise AuthenticationFailed("Error: no such user.")
         if document["username"] in known and self.has_defect("no-key-check"):
             return str(document["username"])
-        return self.accounts.authenticate(
-            document["username"], document["key"]
-        ).username
+        found = self.accounts.find(document["username"])
+        if (
+            found is not None
+            and found.public_key is not None
+            and self.has_defect("key-account-any-key")
+            and defects.is_any_private_key(document["key"])
+        ):
+            return found.username
+        try:
+            return self.accounts.authenticate(
+                document["username"], document["key"]
+            ).username
+        except InvalidRequest:
+            if self.has_defect("key-not-a-key-403"):
+                raise AuthenticationFailed(AUTHENTICATION_ERROR) from None
+            raise
 
     # -- endpoints ---------------------------------------------------------------
 
@@ -406,8 +419,14 @@ class MockApp:
         if self.store.job_exists(job_hash):
             raise JobHashInUse("Error: the job hash is already in use.")
 
-        plan = read_plan(envelope["chip_cfg"], self.config.max_nodes)
-        if account is not None and self.store.quota(account).compute_time <= 0:
+        max_nodes = self.config.max_nodes
+        if self.has_defect("node-limit-ignored"):
+            max_nodes = sys.maxsize
+        plan = read_plan(envelope["chip_cfg"], max_nodes)
+        out_of_time = (
+            account is not None and self.store.quota(account).compute_time <= 0
+        )
+        if out_of_time and not self.has_defect("quota-compute-ignored"):
             raise ComputeTimeExhausted("out of bandwidth or time")
 
         job_key, wrapped_key = self._new_job_key(account)
@@ -486,9 +505,14 @@ class MockApp:
 
         document = self._json_body(request, "get_results")
         account = self._acting_account(job_hash, self._account(document))
+        private_key = self._private_key(document)
         try:
+            results, size = self.store.open_results(job_hash, account, private_key)
+        except BandwidthExhausted:
+            if not self.has_defect("bandwidth-ignored"):
+                raise
             results, size = self.store.open_results(
-                job_hash, account, self._private_key(document)
+                job_hash, account, private_key, charge=False
             )
         except JobNotFound:
             if self.has_defect("unknown-results-500"):
@@ -506,6 +530,12 @@ class MockApp:
                 shutil.copyfileobj(built, results)
             partial.unlink()
             results.seek(0)
+        if self.has_defect("key-results-ciphertext") and self.store.is_sealed(job_hash):
+            with results:
+                spoiled = defects.with_stored_contents(
+                    results.read(), self.store.job_dir(job_hash)
+                )
+            results, size = io.BytesIO(spoiled), len(spoiled)
         for name, spoil in defects.RESULTS_FLAWS.items():
             if self.has_defect(name):
                 with results:

@@ -27,6 +27,8 @@ from typing import BinaryIO
 
 from werkzeug.wrappers import Response
 
+from mock_server import crypto
+
 logger = logging.getLogger(__name__)
 
 
@@ -345,6 +347,38 @@ DEFECTS: tuple[Defect, ...] = (
         ("USR-04",),
         accounts=False,
     ),
+    # Key accounts ----------------------------------------------------------------
+    Defect(
+        "key-account-any-key",
+        "accepts any well-formed private key for a key account, not only its own",
+        ("KEY-01",),
+    ),
+    Defect(
+        "key-results-ciphertext",
+        "serves a key account's results with each file as stored, still encrypted",
+        ("KEY-02",),
+    ),
+    Defect(
+        "key-not-a-key-403",
+        "refuses a key that is no private key with 403, like another account's key",
+        ("KEY-03",),
+    ),
+    # Quotas and limits -----------------------------------------------------------
+    Defect(
+        "quota-compute-ignored",
+        "starts jobs for accounts with no compute time left",
+        ("QTA-01",),
+    ),
+    Defect(
+        "node-limit-ignored",
+        "runs flowgraphs of any size, past its max_nodes",
+        ("QTA-02",),
+    ),
+    Defect(
+        "bandwidth-ignored",
+        "serves results larger than the account's remaining bandwidth, uncharged",
+        ("QTA-03",),
+    ),
 )
 
 DEFECTS_BY_NAME: dict[str, Defect] = {defect.name: defect for defect in DEFECTS}
@@ -456,6 +490,28 @@ def without_final_manifest(member: tarfile.TarInfo) -> str | None:
     return None if is_final else member.name
 
 
+def with_stored_contents(results: bytes, job_dir: Path) -> bytes:
+    """Rebuild a results archive with each file's bytes as stored under *job_dir*,
+    as a server that archives its storage without decrypting it does."""
+    output = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(results), mode="r:gz") as source,
+        tarfile.open(fileobj=output, mode="w:gz", compresslevel=1) as target,
+    ):
+        for member in source:
+            _, _, below_job = member.name.partition("/")
+            stored = job_dir / below_job
+            if member.isreg() and below_job and stored.is_file():
+                content = stored.read_bytes()
+                member.size = len(content)
+                target.addfile(member, io.BytesIO(content))
+                continue
+            target.addfile(
+                member, source.extractfile(member) if member.isreg() else None
+            )
+    return output.getvalue()
+
+
 def uncompressed(results: bytes) -> bytes:
     return gzip.decompress(results)
 
@@ -486,6 +542,18 @@ RESULTS_FLAWS: dict[str, Callable[[bytes], bytes]] = {
     ),
 }
 """Results flaws and how each one spoils the archive as it is served."""
+
+
+# Keys: the key account flaws --------------------------------------------------------
+
+
+def is_any_private_key(key: str) -> bool:
+    """Whether *key* decodes to some private key, whoever it belongs to."""
+    try:
+        crypto.load_private_key(key)
+    except crypto.KeyFormatError:
+        return False
+    return True
 
 
 # Requests: the validation flaws ------------------------------------------------------

@@ -487,8 +487,11 @@ class Store:
         job_hash: str,
         account: str | None,
         private_key: rsa.RSAPrivateKey | None = None,
+        *,
+        charge: bool = True,
     ) -> tuple[BinaryIO, int]:
-        """Open a finished job's results archive and charge its size to the account.
+        """Open a finished job's results archive and charge its size to the account
+        (unless *charge* is false).
 
         The file is opened before the charge, so a concurrent delete cannot leave
         the account paying for nothing. An encrypted job's archive is opened for
@@ -511,7 +514,7 @@ class Store:
             results, size = self._unseal_results(results, job_hash, private_key)
         else:
             size = os.fstat(results.fileno()).st_size
-        if account is not None:
+        if account is not None and charge:
             try:
                 self._charge_bandwidth(account, -(-size // 1024))
             except BaseException:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import io
 import json
 import logging
@@ -215,6 +216,65 @@ def node_manifest_paths(upload: JobUpload) -> tuple[str, ...]:
 def final_manifest_path(upload: JobUpload) -> str:
     """Where a successful job's final manifest lies in its results archive."""
     return f"{upload.job_hash}/{upload.design}/{upload.job_id}/{upload.design}.pkg.json"
+
+
+RUN_ONLY_SUFFIXES = (".log",)
+"""Files that record a run (times, hosts, process ids) rather than the job's
+results: two runs of one upload must both have them, with any content."""
+
+RUN_RECORD_KEY = "record"
+"""The manifest section SiliconCompiler fills per run (start and end times, the
+machine, the user): left out when the manifests of two runs are compared."""
+
+JOB_HASH_MASK = b"<job_hash>"
+
+
+def results_fingerprint(archive: bytes, job_hash: str) -> dict[str, str]:
+    """What two runs of the same upload must agree on, member by member.
+
+    Keys are member paths below ``<job_hash>/``; values are the member's kind and a
+    digest of its content with the job hash masked (the one thing two uploads of the
+    same job differ in). Logs count by name only, and manifests (``*.pkg.json``)
+    without their run record. Raises ``ValueError`` for an unreadable archive.
+    """
+    fingerprint: dict[str, str] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            for member in tar:
+                name = posixpath.normpath(member.name)
+                path = name.removeprefix(job_hash).lstrip("/") or "."
+                fingerprint[path] = _member_fingerprint(tar, member, job_hash)
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise ValueError(f"not a gzip tar: {error}") from None
+    return fingerprint
+
+
+def _member_fingerprint(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, job_hash: str
+) -> str:
+    mask = job_hash.encode("ascii")
+    if member.issym() or member.islnk():
+        target = member.linkname.encode("utf-8", "surrogateescape")
+        return f"link to {target.replace(mask, JOB_HASH_MASK).decode()}"
+    if not member.isreg():
+        return "directory" if member.isdir() else f"special ({member.type!r})"
+    if member.name.endswith(RUN_ONLY_SUFFIXES):
+        return "file (a log: any content)"
+    stream = tar.extractfile(member)
+    content = stream.read().replace(mask, JOB_HASH_MASK) if stream else b""
+    if member.name.endswith(".pkg.json"):
+        content = _without_run_record(content)
+    return f"file {hashlib.sha256(content).hexdigest()[:16]}"
+
+
+def _without_run_record(manifest_text: bytes) -> bytes:
+    try:
+        manifest = json.loads(manifest_text)
+    except ValueError:
+        return manifest_text
+    if isinstance(manifest, dict):
+        manifest.pop(RUN_RECORD_KEY, None)
+    return json.dumps(manifest, sort_keys=True).encode("utf-8")
 
 
 def _confinement_problem(member: tarfile.TarInfo, job_hash: str) -> str | None:

@@ -443,6 +443,7 @@ def _target_description(state: PluginState) -> dict[str, Any]:
         "auth_source": "",
         "account": None,
         "second_account": None,
+        "key_account": None,
     }
 
 
@@ -577,6 +578,20 @@ def sc_other_client(
     if sc_session.other_credentials is None:
         pytest.skip("no second account given (--sc-other-username/--sc-other-key)")
     return sc_session.client(sc_session.other_credentials)
+
+
+@pytest.fixture(scope="session")
+def sc_key_client(
+    sc_session: ConformanceSession, sc_auth_required: None
+) -> ServerClient:
+    """A client for the key account, which proves itself with its private key.
+
+    Skips without a key account, and when the server has no authentication.
+    """
+    del sc_auth_required
+    if sc_session.key_credentials is None:
+        pytest.skip("no key account given (--sc-key-username/--sc-key-file)")
+    return sc_session.client(sc_session.key_credentials)
 
 
 @pytest.fixture(scope="session")

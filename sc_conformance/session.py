@@ -21,6 +21,7 @@ from typing import Any
 
 import requests
 
+from sc_conformance import keys
 from sc_conformance.client import FINISHED_TEXT
 from sc_conformance.client import Credentials
 from sc_conformance.client import Exchange
@@ -33,6 +34,7 @@ from sc_conformance.jobs import load_job
 from sc_conformance.ledger import POLL_INTERVAL
 from sc_conformance.ledger import JobLedger
 from sc_conformance.ledger import Leftover
+from sc_conformance.settings import KEY_ACCOUNT_VARIABLE
 from sc_conformance.settings import AuthMode
 from sc_conformance.settings import Settings
 
@@ -43,6 +45,19 @@ MOCK_NODE_SECONDS = 0.05
 
 MOCK_ACCOUNTS = ("conformance", "conformance-other")
 
+MOCK_KEY_ACCOUNT = "conformance-key"
+
+MOCK_NO_COMPUTE_TIME_ACCOUNT = "conformance-no-compute-time"
+
+MOCK_LOW_BANDWIDTH_ACCOUNT = "conformance-low-bandwidth"
+
+MOCK_LOW_BANDWIDTH_KB = 1
+"""Bandwidth of the low-bandwidth account: enough to be a live account, less than
+any job's results."""
+
+MOCK_PLENTY = 1_000_000
+"""Compute seconds and KiB of bandwidth of the embedded mock's ordinary accounts."""
+
 PROGRESS_FIRST_REPORT = 2.0
 """Seconds of waiting for a job before the first progress line is shown."""
 
@@ -51,6 +66,19 @@ PROGRESS_REPORT_INTERVAL = 10.0
 
 class TargetUnusable(Exception):
     """The target cannot be judged at all: unreachable, hanging or refusing the user."""
+
+
+@dataclasses.dataclass(frozen=True)
+class QuotaAccounts:
+    """Accounts with spent quotas and the node limit of the embedded mock.
+
+    Only the embedded mock has them: the suite cannot spend a real server's quotas.
+    """
+
+    no_compute_time: Credentials
+    low_bandwidth: Credentials
+    low_bandwidth_kb: int
+    max_nodes: int
 
 
 @dataclasses.dataclass
@@ -90,6 +118,7 @@ class ConformanceSession:
         self.redactor = Redactor()
         self.redactor.add_credentials(settings.credentials)
         self.redactor.add_credentials(settings.other_credentials)
+        self.add_key(settings.key_credentials)
         self.report_progress = report_progress or logger.info
         self.exchanges: list[Exchange] = []
         self.ledger = JobLedger()
@@ -97,6 +126,8 @@ class ConformanceSession:
         self.url: str = settings.server_url or ""
         self.credentials = settings.credentials
         self.other_credentials = settings.other_credentials
+        self.key_credentials = settings.key_credentials
+        self.quota_accounts: QuotaAccounts | None = None
         self.auth_required: bool | None = None
         self.auth_source = ""
         self.started = False
@@ -138,27 +169,36 @@ class ConformanceSession:
                 MOCK_ACCOUNTS, ("SC_KEY", "SC_OTHER_KEY"), strict=True
             )
         ]
-        users_file = state / "users.json"
-        users_file.write_text(
-            json.dumps(
-                {
-                    "users": [
-                        {
-                            "username": account.username,
-                            "password": account.key,
-                            "compute_time": 1_000_000,
-                            "bandwidth": 1_000_000,
-                        }
-                        for account in accounts
-                    ]
-                }
-            ),
-            encoding="utf-8",
+        no_compute_time, low_bandwidth = (
+            Credentials(username, secrets.token_urlsafe(18))
+            for username in (MOCK_NO_COMPUTE_TIME_ACCOUNT, MOCK_LOW_BANDWIDTH_ACCOUNT)
         )
+        users = [_password_user(account) for account in accounts]
+        users += [
+            _password_user(no_compute_time, compute_time=0),
+            _password_user(low_bandwidth, bandwidth=MOCK_LOW_BANDWIDTH_KB),
+        ]
+        key, public_key = keys.new_private_key()
+        key_account = Credentials(
+            MOCK_KEY_ACCOUNT, key, key_variable=KEY_ACCOUNT_VARIABLE
+        )
+        users.append(
+            {
+                "username": key_account.username,
+                "public_key": public_key,
+                "compute_time": MOCK_PLENTY,
+                "bandwidth": MOCK_PLENTY,
+            }
+        )
+        users_file = state / "users.json"
+        users_file.write_text(json.dumps({"users": users}), encoding="utf-8")
         server = self._stack.enter_context(
             MockServer(
                 MockConfig(
                     **{
+                        # A root of its own inside the private folder, so the folder
+                        # around it (where an escaping write would land) is private.
+                        "root": state / "root",
                         "auth": True,
                         "users_file": users_file,
                         "node_seconds": MOCK_NODE_SECONDS,
@@ -170,8 +210,16 @@ class ConformanceSession:
         self.url = server.url
         self.mock_server = server
         self.credentials, self.other_credentials = accounts
-        for account in accounts:
+        self.key_credentials = key_account
+        self.quota_accounts = QuotaAccounts(
+            no_compute_time,
+            low_bandwidth,
+            MOCK_LOW_BANDWIDTH_KB,
+            server.app.config.max_nodes,
+        )
+        for account in (*accounts, no_compute_time, low_bandwidth):
             self.redactor.add_credentials(account)
+        self.add_key(key_account)
         logger.info("embedded mock server listening at %s", self.url)
 
     def _probe(self) -> None:
@@ -206,6 +254,15 @@ class ConformanceSession:
         stranger = Credentials(f"nobody-{uuid.uuid4().hex[:12]}", uuid.uuid4().hex)
         answer = self.client(stranger).check_user()
         return answer.status_code in (401, 403)
+
+    def add_key(self, credentials: Credentials | None) -> None:
+        """Keep a key account's key out of everything the suite writes: the base64
+        sent, and the lines of the key text, should a server echo it decoded."""
+        if credentials is None:
+            return
+        self.redactor.add_credentials(credentials)
+        for line in keys.key_text_lines(credentials.key):
+            self.redactor.add(line, credentials.key_variable)
 
     # Clients and jobs ---------------------------------------------------------------
 
@@ -340,4 +397,22 @@ class ConformanceSession:
             "second_account": (
                 self.other_credentials.username if self.other_credentials else None
             ),
+            "key_account": (
+                self.key_credentials.username if self.key_credentials else None
+            ),
         }
+
+
+def _password_user(
+    account: Credentials,
+    *,
+    compute_time: int = MOCK_PLENTY,
+    bandwidth: int = MOCK_PLENTY,
+) -> dict[str, Any]:
+    """A users.json entry of the embedded mock (compute seconds, KiB)."""
+    return {
+        "username": account.username,
+        "password": account.key,
+        "compute_time": compute_time,
+        "bandwidth": bandwidth,
+    }

@@ -19,11 +19,15 @@ from typing import Any
 
 import pytest
 
+from sc_conformance import keys
 from sc_conformance import spec
 from sc_conformance.client import DEFAULT_REQUEST_TIMEOUT
 from sc_conformance.client import Credentials
 
 DEFAULT_JOB_TIMEOUT = 600.0
+
+KEY_ACCOUNT_VARIABLE = "SC_KEY_ACCOUNT_KEY"
+"""Variable a reproduced curl line reads the key account's base64 key from."""
 
 
 class AuthMode(enum.StrEnum):
@@ -121,6 +125,22 @@ SETTINGS = (
         "the second account's key (also SC_OTHER_KEY)",
         env="SC_OTHER_KEY",
         metavar="KEY",
+    ),
+    _Setting(
+        "--sc-key-username",
+        "sc_key_username",
+        "an account registered with a public key, for the key account checks",
+        env="SC_KEY_USERNAME",
+        metavar="NAME",
+    ),
+    _Setting(
+        "--sc-key-file",
+        "sc_key_file",
+        "the key account's private key (unencrypted PEM or OpenSSH file), sent "
+        "base64-encoded; reproduced requests read that from SC_KEY_ACCOUNT_KEY",
+        ini="sc_key_file",
+        env="SC_KEY_FILE",
+        metavar="PATH",
     ),
     _Setting(
         "--sc-auth",
@@ -236,6 +256,7 @@ class Settings:
     verify: bool | str
     credentials: Credentials | None
     other_credentials: Credentials | None
+    key_credentials: Credentials | None
     auth: AuthMode
     level: Level
     job_timeout: float
@@ -258,6 +279,7 @@ INACTIVE = Settings(
     verify=True,
     credentials=None,
     other_credentials=None,
+    key_credentials=None,
     auth=AuthMode.AUTO,
     level=Level.SHOULD,
     job_timeout=DEFAULT_JOB_TIMEOUT,
@@ -383,6 +405,7 @@ def resolve(
     other_credentials = _credentials(
         source, "sc_other_username", "sc_other_key", "SC_OTHER_KEY", fallback=None
     )
+    key_credentials = _key_account(source)
 
     ca_bundle = source.path("sc_ca_bundle")
     if ca_bundle is not None and not ca_bundle.is_file():
@@ -402,6 +425,7 @@ def resolve(
         verify=verify,
         credentials=credentials,
         other_credentials=other_credentials,
+        key_credentials=key_credentials,
         auth=source.choice("sc_auth", AuthMode, AuthMode.AUTO),
         level=source.choice("sc_level", Level, Level.SHOULD),
         job_timeout=source.seconds("sc_job_timeout", DEFAULT_JOB_TIMEOUT),
@@ -462,12 +486,51 @@ def _credentials(
             f"{source.by_dest[given].option} needs {source.by_dest[missing].option} "
             f"(or {source.by_dest[missing].env})"
         )
+    _check_username(source, username_dest, username)
+    return Credentials(username, key, key_variable=key_variable)
+
+
+def _check_username(source: _Source, dest: str, username: str) -> None:
     if re.search(spec.USERNAME_PATTERN, username) is None:
         raise pytest.UsageError(
-            f"{source.by_dest[username_dest].option}: usernames may not contain "
+            f"{source.by_dest[dest].option}: usernames may not contain "
             "whitespace or ';'"
         )
-    return Credentials(username, key, key_variable=key_variable)
+
+
+def _key_account(source: _Source) -> Credentials | None:
+    """The key account: its username and the base64 of its private key file.
+
+    The file is checked here so that a passphrase-protected or mistaken file is one
+    usage error rather than a run of failed key checks; its contents are never
+    quoted.
+    """
+    username = source.text("sc_key_username")
+    key_file = source.path("sc_key_file")
+    if username is None and key_file is None:
+        return None
+    if username is None or key_file is None:
+        given, missing = (
+            ("--sc-key-file", "--sc-key-username (or SC_KEY_USERNAME)")
+            if username is None
+            else ("--sc-key-username", "--sc-key-file (or SC_KEY_FILE)")
+        )
+        raise pytest.UsageError(f"{given} needs {missing}")
+    _check_username(source, "sc_key_username", username)
+    try:
+        key_text = key_file.read_bytes()
+    except OSError as error:
+        raise pytest.UsageError(
+            f"--sc-key-file: cannot read {key_file}: {error.strerror}"
+        ) from None
+    if not keys.is_private_key(key_text):
+        raise pytest.UsageError(
+            f"--sc-key-file: {key_file} is not an unencrypted PEM or OpenSSH "
+            "private key"
+        )
+    return Credentials(
+        username, keys.encode_key(key_text), key_variable=KEY_ACCOUNT_VARIABLE
+    )
 
 
 def _read_credentials_file(path: Path) -> tuple[Credentials | None, str | None]:

@@ -26,28 +26,6 @@ ENDPOINTS = ("remote_run", "check_progress", "get_results", "delete_job", "check
 JOB_ENDPOINTS = ("check_progress", "get_results", "delete_job")
 
 
-def call_endpoint(
-    endpoint: str, client: ServerClient, session: ConformanceSession
-) -> requests.Response:
-    """Call one endpoint about a job nobody owns, as *client*'s account.
-
-    Uploads go through the session so that a server which wrongly accepts one still
-    gets the job deleted at the end.
-    """
-    job_hash = expect.unknown_job_hash()
-    if endpoint == "remote_run":
-        job = session.submit(client, session.template.new_upload(job_hash))
-        assert job.response is not None
-        return job.response
-    if endpoint == "check_progress":
-        return client.check_progress(job_hash, session.template.job_id)
-    if endpoint == "get_results":
-        return client.get_results(job_hash)
-    if endpoint == "delete_job":
-        return client.delete_job(job_hash)
-    return client.check_user()
-
-
 def _stranger() -> Credentials:
     return Credentials(f"nobody-{uuid.uuid4().hex[:12]}", uuid.uuid4().hex)
 
@@ -58,7 +36,7 @@ def _stranger() -> Credentials:
 def test_call_without_credentials_is_400(
     endpoint: str, sc_anonymous_client: ServerClient, sc_session: ConformanceSession
 ) -> None:
-    response = call_endpoint(endpoint, sc_anonymous_client, sc_session)
+    response = expect.call_endpoint(endpoint, sc_anonymous_client, sc_session)
     expect.status(response, 400, what=f"{endpoint} without username and key")
 
 
@@ -72,7 +50,7 @@ def test_call_with_a_wrong_key_is_403(
     sc_session: ConformanceSession,
 ) -> None:
     wrong = Credentials(sc_credentials.username, f"wrong-{uuid.uuid4().hex}")
-    response = call_endpoint(
+    response = expect.call_endpoint(
         endpoint, sc_anonymous_client.with_credentials(wrong), sc_session
     )
     expect.status(response, 403, what=f"{endpoint} with a wrong key")
@@ -85,7 +63,7 @@ def test_call_as_an_unknown_user_is_403(
     endpoint: str, sc_anonymous_client: ServerClient, sc_session: ConformanceSession
 ) -> None:
     client = sc_anonymous_client.with_credentials(_stranger())
-    response = call_endpoint(endpoint, client, sc_session)
+    response = expect.call_endpoint(endpoint, client, sc_session)
     expect.status(response, 403, what=f"{endpoint} as an unknown user")
 
 
@@ -105,10 +83,10 @@ def test_unknown_user_and_wrong_key_get_the_same_answer(
 ) -> None:
     stranger = _stranger()
     wrong = Credentials(sc_credentials.username, stranger.key)
-    unknown_answer = call_endpoint(
+    unknown_answer = expect.call_endpoint(
         endpoint, sc_anonymous_client.with_credentials(stranger), sc_session
     )
-    wrong_answer = call_endpoint(
+    wrong_answer = expect.call_endpoint(
         endpoint, sc_anonymous_client.with_credentials(wrong), sc_session
     )
     assert _shape(unknown_answer, stranger.username) == _shape(
@@ -126,7 +104,7 @@ def test_authentication_errors_carry_a_message(
     endpoint: str, sc_anonymous_client: ServerClient, sc_session: ConformanceSession
 ) -> None:
     client = sc_anonymous_client.with_credentials(_stranger())
-    response = call_endpoint(endpoint, client, sc_session)
+    response = expect.call_endpoint(endpoint, client, sc_session)
     expect.client_error(response, what=f"{endpoint} as an unknown user")
     expect.error_body(response, what=f"{endpoint} as an unknown user")
 

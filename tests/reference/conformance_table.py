@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         if not failed and "pass" in pair:
             continue  # judged and passed where it applies
         if set(pair) <= {"skip", "untested"}:
-            explanation = skip_reason(entry) or skip_reason(auth_run[requirement_id])
+            explanation = skip_reason(auth_run[requirement_id]) or skip_reason(entry)
         else:
             explanation = why.get(requirement_id, "")
         shown = [SHOWN.get(outcome, outcome) for outcome in pair]
