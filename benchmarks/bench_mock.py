@@ -5,7 +5,12 @@ then measures check_progress requests per second with 16 concurrent clients, a
 remote_run upload and a get_results download of the same size, and a raw loopback
 socket copy of that size as the yardstick. Everything stays on 127.0.0.1.
 
+With ``--key-account`` the server requires authentication and every request carries
+the username and private key of one key account, so the job is encrypted at rest
+and the figures are those of sealed uploads and unsealed downloads.
+
     python benchmarks/bench_mock.py --size-mb 1024
+    python benchmarks/bench_mock.py --size-mb 1024 --key-account
 """
 
 from __future__ import annotations
@@ -28,7 +33,13 @@ from pathlib import Path
 
 import requests
 
+from mock_server.keyaccount import create_key_account
+
 CHUNK = 1024 * 1024
+
+KEY_USER = "bench"
+# Quotas no benchmark size uses up, so no run is refused for bandwidth or time.
+UNLIMITED_QUOTA = 2**31 - 1
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -49,7 +60,25 @@ def _reset_peak(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
-def _start_server(root: Path) -> tuple[subprocess.Popen[str], str]:
+def _key_account(users_file: Path) -> dict[str, str]:
+    """Credentials of a fresh key account registered in *users_file*; its private
+    key file sits beside it, so it goes with the scratch folder."""
+    account = create_key_account(
+        users_file,
+        KEY_USER,
+        users_file.with_name(f"{KEY_USER}.pem"),
+        compute_time=UNLIMITED_QUOTA,
+        bandwidth=UNLIMITED_QUOTA,
+    )
+    return {"username": account.username, "key": account.key}
+
+
+def _start_server(
+    root: Path, users_file: Path | None
+) -> tuple[subprocess.Popen[str], str]:
+    authentication = (
+        [] if users_file is None else ["--auth", "--users", str(users_file)]
+    )
     process = subprocess.Popen(
         [
             sys.executable,
@@ -63,6 +92,7 @@ def _start_server(root: Path) -> tuple[subprocess.Popen[str], str]:
             "0.01",
             "--max-upload-mb",
             "8192",
+            *authentication,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -98,9 +128,17 @@ class _Limited(io.RawIOBase):
         return data
 
 
-def _upload(url: str, archive: Path, manifest: dict, job_hash: str) -> float:
+def _upload(
+    url: str,
+    archive: Path,
+    manifest: dict,
+    job_hash: str,
+    credentials: dict[str, str],
+) -> float:
     boundary = uuid.uuid4().hex
-    params = json.dumps({"chip_cfg": manifest, "params": {"job_hash": job_hash}})
+    params = json.dumps(
+        {"chip_cfg": manifest, "params": {"job_hash": job_hash, **credentials}}
+    )
     head = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="params"; '
         f'filename="params"\r\n\r\n{params}\r\n'
@@ -129,24 +167,31 @@ def _upload(url: str, archive: Path, manifest: dict, job_hash: str) -> float:
     return elapsed
 
 
-def _wait_finished(url: str, job_hash: str) -> None:
+def _wait_finished(url: str, job_hash: str, credentials: dict[str, str]) -> None:
     deadline = time.monotonic() + 1800
     while time.monotonic() < deadline:
-        text = requests.post(
+        response = requests.post(
             url + "check_progress/",
-            data=json.dumps({"job_hash": job_hash, "job_id": "job0"}),
-        ).text
-        if text == "Job has no running steps.":
+            data=json.dumps({"job_hash": job_hash, "job_id": "job0", **credentials}),
+        )
+        # A refused request (say, a rejected key) would otherwise poll for 30 min.
+        if response.status_code != 200:
+            raise RuntimeError(f"check_progress failed: {response.status_code}")
+        if response.text == "Job has no running steps.":
             return
         time.sleep(0.2)
     raise RuntimeError("the job did not finish")
 
 
-def _download(url: str, job_hash: str) -> tuple[float, int]:
+def _download(
+    url: str, job_hash: str, credentials: dict[str, str]
+) -> tuple[float, int]:
     started = time.perf_counter()
     received = 0
     with requests.post(
-        url + f"get_results/{job_hash}.tar.gz", data="{}", stream=True
+        url + f"get_results/{job_hash}.tar.gz",
+        data=json.dumps(credentials),
+        stream=True,
     ) as r:
         r.raise_for_status()
         for chunk in r.iter_content(CHUNK):
@@ -154,10 +199,16 @@ def _download(url: str, job_hash: str) -> tuple[float, int]:
     return time.perf_counter() - started, received
 
 
-def _poll_rate(url: str, job_hash: str, clients: int, seconds: float) -> float:
+def _poll_rate(
+    url: str,
+    job_hash: str,
+    credentials: dict[str, str],
+    clients: int,
+    seconds: float,
+) -> float:
     """Requests per second; plain http.client so the client costs little CPU (the
     server closes every connection, so each request is a new connection)."""
-    body = json.dumps({"job_hash": job_hash, "job_id": "job0"})
+    body = json.dumps({"job_hash": job_hash, "job_id": "job0", **credentials})
     host, port = url.split("//", 1)[1].rstrip("/").rsplit(":", 1)
     stop = time.perf_counter() + seconds
 
@@ -209,7 +260,13 @@ def main() -> int:
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--poll-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--key-account",
+        action="store_true",
+        help="authenticate as a key account, so the job is encrypted at rest",
+    )
     arguments = parser.parse_args()
+    mode = "key account (encrypted at rest)" if arguments.key_account else "plain"
 
     import gzip
     from importlib import resources
@@ -229,41 +286,53 @@ def main() -> int:
         wire_mib = archive.stat().st_size / CHUNK
         raw_seconds = _raw_copy(archive)
 
-        process, url = _start_server(scratch_path / "root")
+        credentials: dict[str, str] = {}
+        users_file = None
+        if arguments.key_account:
+            users_file = scratch_path / "users.json"
+            credentials = _key_account(users_file)
+        process, url = _start_server(scratch_path / "root", users_file)
         try:
             small_hash = uuid.uuid4().hex
             tiny = scratch_path / "tiny.tar.gz"
             _make_import(tiny, 1024)
-            _upload(url, tiny, manifest, small_hash)
-            _wait_finished(url, small_hash)
+            _upload(url, tiny, manifest, small_hash, credentials)
+            _wait_finished(url, small_hash, credentials)
             rate = _poll_rate(
-                url, small_hash, arguments.clients, arguments.poll_seconds
+                url,
+                small_hash,
+                credentials,
+                arguments.clients,
+                arguments.poll_seconds,
             )
 
             idle = _rss_mib(process.pid)
             _reset_peak(process.pid)
             job_hash = uuid.uuid4().hex
-            upload_seconds = _upload(url, archive, manifest, job_hash)
+            upload_seconds = _upload(url, archive, manifest, job_hash, credentials)
             upload_peak = _peak_rss_mib(process.pid)
 
-            _wait_finished(url, job_hash)
+            _wait_finished(url, job_hash, credentials)
             _reset_peak(process.pid)
-            download_seconds, received = _download(url, job_hash)
+            download_seconds, received = _download(url, job_hash, credentials)
             download_peak = _peak_rss_mib(process.pid)
         finally:
             process.terminate()
             process.wait(timeout=60)
 
-    print(f"check_progress, {arguments.clients} clients: {rate:,.0f} requests/s")
+    print(
+        f"check_progress, {arguments.clients} clients, {mode}: {rate:,.0f} requests/s"
+    )
     print(f"raw loopback copy: {wire_mib / raw_seconds:,.0f} MiB/s")
     print(
-        f"remote_run upload of {wire_mib:,.0f} MiB (answer after extraction): "
+        f"remote_run upload of {wire_mib:,.0f} MiB (answer after extraction), "
+        f"{mode}: "
         f"{wire_mib / upload_seconds:,.0f} MiB/s "
         f"({upload_seconds / raw_seconds * 100 - 100:+.0f}% time vs raw copy), "
         f"peak RSS {upload_peak - idle:+.1f} MiB above idle ({idle:.1f} MiB)"
     )
     print(
-        f"get_results download of {received / CHUNK:,.0f} MiB: "
+        f"get_results download of {received / CHUNK:,.0f} MiB, {mode}: "
         f"{received / CHUNK / download_seconds:,.0f} MiB/s, "
         f"peak RSS {download_peak - idle:+.1f} MiB above idle"
     )
