@@ -31,6 +31,11 @@ from mock_server.journal import is_multipart
 
 logger = logging.getLogger(__name__)
 
+SERVED_BY_THE_APPLICATION = frozenset(
+    {FaultKind.LATENCY, FaultKind.SLOW, FaultKind.TRUNCATE, FaultKind.CORRUPT}
+)
+"""Fault kinds that pass the request on and change only how its answer arrives."""
+
 DRAIN_LIMIT = 64 * 1024 * 1024
 """An upload a fault answered without reading is read (and dropped) up to this size,
 so the journal still shows its parts."""
@@ -99,7 +104,9 @@ class ControlledApp:
         logger.info("fault %s on %s: %s", scheduled.id, path, fault.kind)
         if fault.kind in (FaultKind.RESET, FaultKind.EMPTY):
             self._record(entry, started, tap)
-        if fault.kind in (FaultKind.LATENCY,):
+        if fault.kind in SERVED_BY_THE_APPLICATION:
+            # The client still gets the server's own answer, delayed, dribbled or
+            # damaged: a scripted job advances on this poll as on any other.
             self._count_poll(endpoint, document)
         return apply_fault(fault, environ, recording_start_response, self.application)
 

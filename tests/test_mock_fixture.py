@@ -140,6 +140,22 @@ def test_polls_progress_finishes_a_node_every_n_polls(
     assert answers[5] == FINISHED_TEXT
 
 
+@pytest.mark.parametrize("kind", ["latency", "slow"])
+def test_a_poll_answered_through_a_delaying_fault_still_counts(
+    sc_mock_server: ScMockServer, api: MockApi, kind: str
+) -> None:
+    sc_mock_server.script_jobs("polls")
+    job_hash = new_job_hash()
+    api.upload(job_hash)
+    sc_mock_server.add_fault("check_progress", kind, seconds=0.01)
+
+    delayed = api.progress(job_hash).text.splitlines()[0]
+    plain = api.progress(job_hash).text.splitlines()[0]
+
+    # Each poll finishes the running node before it is answered.
+    assert delayed.endswith("work1") and plain.endswith("merge0")
+
+
 def test_scripted_failure_fails_the_node_and_skips_its_dependants(
     sc_mock_server: ScMockServer, api: MockApi
 ) -> None:
