@@ -62,6 +62,7 @@ from mock_server.runner import Runner
 from mock_server.runner import node_started_line
 from mock_server.sealed import JobKey
 from mock_server.store import JobState
+from mock_server.store import NodeStatus
 from mock_server.store import Store
 from sc_conformance import spec
 
@@ -486,13 +487,22 @@ class MockApp:
             return Response(RUNNING_TEXT, mimetype="text/plain")
         if record.state != JobState.RUNNING or self.has_defect("finished-immediately"):
             return Response(finished_text, mimetype="text/plain")
-        if record.current_node is None:
+        current_node = record.current_node or self._next_node(record.job_hash)
+        if current_node is None:
             return Response(RUNNING_TEXT, mimetype="text/plain")
-        tail = node_started_line(record.current_node, self.config.node_seconds)
+        tail = node_started_line(current_node, self.config.node_seconds)
         return Response(
-            f"{RUNNING_TEXT} Current node: {record.current_node}\n{tail}",
+            f"{RUNNING_TEXT} Current node: {current_node}\n{tail}",
             mimetype="text/plain",
         )
+
+    def _next_node(self, job_hash: str) -> str | None:
+        """The node about to run, in the moment between two nodes (or before the
+        first), so that a running job's answer always names one."""
+        for node in self.store.nodes(job_hash):
+            if node.status in (NodeStatus.PENDING, NodeStatus.RUNNING):
+                return node.name
+        return None
 
     def on_get_results(self, request: Request, job_file: str) -> Response:
         if not job_file.endswith(_RESULTS_SUFFIX):
