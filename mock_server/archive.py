@@ -89,7 +89,9 @@ def extract_import(
     members = 0
     declared_bytes = 0
     try:
-        with tarfile.open(fileobj=limited, mode="r|") as tar:  # type: ignore[call-overload]
+        with tarfile.open(  # type: ignore[call-overload]
+            fileobj=limited, mode="r|", bufsize=COPY_CHUNK_BYTES
+        ) as tar:
             for member in tar:
                 members += 1
                 if members > limits.max_members:
