@@ -7,13 +7,12 @@ storage root (gunicorn workers) sees the same controls and the same journal.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import queue
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from mock_server.sqlite import SqliteDatabase
 
 CONTROL_DATABASE_NAME = "control.sqlite3"
 
@@ -64,60 +63,11 @@ REVISION = "revision"
 rebuilds its view of them on its next request."""
 
 
-class ControlDatabase:
-    """Connections to ``control.sqlite3``; one short transaction per operation."""
+class ControlDatabase(SqliteDatabase):
+    """``control.sqlite3``: faults, journal, job scripts, added accounts, settings."""
 
     def __init__(self, root: Path) -> None:
-        self.path = root / CONTROL_DATABASE_NAME
-        self._pool: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        connection = self._connect()
-        try:
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.executescript(_SCHEMA)
-        finally:
-            connection.close()
-
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        connection.row_factory = sqlite3.Row
-        connection.execute("PRAGMA synchronous = NORMAL")
-        return connection
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[sqlite3.Connection]:
-        """A pooled connection for reads (autocommit)."""
-        try:
-            connection = self._pool.get_nowait()
-        except queue.Empty:
-            connection = self._connect()
-        try:
-            yield connection
-        finally:
-            if connection.in_transaction:
-                connection.rollback()
-            self._pool.put(connection)
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction taken up front, so read-then-write steps of different
-        processes cannot interleave."""
-        with self.connection() as connection:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield connection
-            except BaseException:
-                connection.rollback()
-                raise
-            connection.commit()
-
-    def close(self) -> None:
-        while True:
-            try:
-                self._pool.get_nowait().close()
-            except queue.Empty:
-                break
+        super().__init__(root / CONTROL_DATABASE_NAME, _SCHEMA)
 
     # -- settings ----------------------------------------------------------------
 

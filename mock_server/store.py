@@ -25,13 +25,11 @@ import fcntl
 import json
 import logging
 import os
-import queue
 import shutil
 import sqlite3
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -53,6 +51,7 @@ from mock_server.errors import JobNotFound
 from mock_server.errors import JobStillRunning
 from mock_server.errors import ResultsUnavailable
 from mock_server.manifest import JobPlan
+from mock_server.sqlite import SqliteDatabase
 
 logger = logging.getLogger(__name__)
 
@@ -164,68 +163,20 @@ class Store:
         for folder in (self.jobs_dir, self.results_dir, self.staging_root):
             folder.mkdir(parents=True, exist_ok=True)
 
-        self._pool: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._initialise_database()
+        self._database = SqliteDatabase(
+            root / DATABASE_NAME, _SCHEMA, foreign_keys=True
+        )
+        self._connection = self._database.connection
+        self._transaction = self._database.transaction
         self.owner = uuid.uuid4().hex
         self.staging = self.staging_root / self.owner
         self.staging.mkdir()
         self._owner_lock = self._lock_staging(self.staging)
         self._remove_leftovers()
 
-    # -- connections -------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(
-            self.root / DATABASE_NAME,
-            timeout=30.0,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        connection.row_factory = sqlite3.Row
-        connection.execute("PRAGMA foreign_keys = ON")
-        connection.execute("PRAGMA synchronous = NORMAL")
-        return connection
-
-    def _initialise_database(self) -> None:
-        connection = self._connect()
-        try:
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.executescript(_SCHEMA)
-        finally:
-            connection.close()
-
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        try:
-            connection = self._pool.get_nowait()
-        except queue.Empty:
-            connection = self._connect()
-        try:
-            yield connection
-        finally:
-            if connection.in_transaction:
-                connection.rollback()
-            self._pool.put(connection)
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction taken up front, so read-then-write steps cannot race."""
-        with self._connection() as connection:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield connection
-            except BaseException:
-                connection.rollback()
-                raise
-            connection.commit()
-
     def close(self) -> None:
         """Close database connections and give up this process's staging folder."""
-        while True:
-            try:
-                self._pool.get_nowait().close()
-            except queue.Empty:
-                break
+        self._database.close()
         shutil.rmtree(self.staging, ignore_errors=True)
         self._owner_lock.close()
 
