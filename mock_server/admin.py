@@ -242,7 +242,9 @@ class AdminApi:
 
 
 def _body(request: Request) -> Any:
-    raw = request.get_data(cache=False)
+    if (request.content_length or 0) > MAX_ADMIN_BODY_BYTES:
+        raise AdminError("the request body is too large", 413)
+    raw = request.stream.read(MAX_ADMIN_BODY_BYTES + 1)
     if len(raw) > MAX_ADMIN_BODY_BYTES:
         raise AdminError("the request body is too large", 413)
     if not raw.strip():

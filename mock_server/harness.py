@@ -162,7 +162,8 @@ class Harness:
             listing.append(
                 {
                     "username": account.username,
-                    "compute_time": quota.compute_time,
+                    # Whole seconds, as check_user answers it.
+                    "compute_time": max(0, int(quota.compute_time)),
                     "bandwidth_kb": quota.bandwidth_kb,
                 }
             )
