@@ -250,7 +250,7 @@ def _body(request: Request) -> Any:
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_no_constant)
     except ValueError:
         raise AdminError("the request body is not JSON") from None
 
@@ -265,3 +265,8 @@ def _nodes(request: Request) -> int:
 
 def _json(document: Any, status: int = 200) -> Response:
     return Response(json.dumps(document), status=status, mimetype="application/json")
+
+
+def _no_constant(name: str) -> Any:
+    """JSON has no NaN or Infinity; Python's parser would take them."""
+    raise ValueError(f"{name} is not JSON")

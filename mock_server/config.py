@@ -6,6 +6,7 @@ The CLI, the WSGI entry point and the library object all build the same frozen
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,8 +58,10 @@ class MockConfig:
         object.__setattr__(self, "defects", frozenset(self.defects))
         object.__setattr__(self, "fail_nodes", frozenset(self.fail_nodes))
 
-        if self.node_seconds < 0:
-            raise ValueError("node_seconds must not be negative")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must lie between 0 and 65535, not {self.port}")
+        if not math.isfinite(self.node_seconds) or self.node_seconds < 0:
+            raise ValueError("node_seconds must be a finite number >= 0")
         for name in ("max_upload_mb", "max_nodes", "max_extract_mb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -78,7 +79,7 @@ class JobScript:
         durations = list(self.node_durations.values())
         if self.node_seconds is not None:
             durations.append(self.node_seconds)
-        if any(not isinstance(value, int | float) or value < 0 for value in durations):
+        if any(not _seconds(value) for value in durations):
             raise ScriptError("node durations must be numbers of seconds >= 0")
         if not isinstance(self.polls_per_node, int) or self.polls_per_node < 1:
             raise ScriptError("polls_per_node must be a whole number >= 1")
@@ -348,3 +349,13 @@ class JobControl:
             ).fetchone()["polls"]
         if polls % script.polls_per_node == 0:
             self.advance(job_hash)
+
+
+def _seconds(value: Any) -> bool:
+    """A duration a job can wait for: a finite number >= 0 (not NaN, not a flag)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )

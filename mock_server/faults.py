@@ -14,6 +14,7 @@ import enum
 import errno
 import json
 import logging
+import math
 import os
 import random
 import socket
@@ -133,6 +134,14 @@ class Fault:
                 raise FaultError(
                     "location must be a path on the same server, starting with '/'"
                 )
+        for name in ("seconds", "max_seconds"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise FaultError(f"{name} must be a finite number, not {value!r}")
         if self.kind in (FaultKind.SLOW, FaultKind.LATENCY):
             if self.seconds is None or self.seconds < 0:
                 raise FaultError(f"a {self.kind} fault needs seconds >= 0")

@@ -40,8 +40,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Quotas of a new account, the values of the reference server's users.json example.
-DEFAULT_COMPUTE_TIME = 120
-DEFAULT_BANDWIDTH_KB = 1024
+DEFAULT_COMPUTE_TIME = 3600
+DEFAULT_BANDWIDTH_KB = 1024 * 1024
 
 DEFAULT_KEY_BITS = 3072
 
@@ -89,6 +89,11 @@ def create_key_account(
         raise KeyAccountError(f"RSA keys need at least {MIN_RSA_BITS} bits")
     if key_file.exists() and not overwrite_key:
         raise KeyAccountError(f"{key_file} exists; refusing to replace a private key")
+    if compute_time < 0 or bandwidth < 0:
+        raise KeyAccountError("compute time and bandwidth must not be negative")
+    for folder in {users_file.parent, key_file.parent}:
+        if not folder.is_dir():
+            raise KeyAccountError(f"no folder {folder} to write into")
     accounts = _read_users(users_file)
 
     private_key = rsa.generate_private_key(public_exponent=65537, key_size=key_bits)
@@ -99,9 +104,17 @@ def create_key_account(
     )
     public_pem = public_key_pem(private_key.public_key())
 
-    _write_private(key_file, private_pem, overwrite=overwrite_key)
+    try:
+        _write_private(key_file, private_pem, overwrite=overwrite_key)
+    except OSError as error:
+        raise KeyAccountError(f"cannot write {key_file}: {error.strerror}") from None
     _register(accounts, username, public_pem, compute_time, bandwidth)
-    _write_users(users_file, accounts)
+    try:
+        _write_users(users_file, accounts)
+    except OSError as error:
+        # The account was not registered: its key must not stay behind either.
+        key_file.unlink(missing_ok=True)
+        raise KeyAccountError(f"cannot write {users_file}: {error.strerror}") from None
     logger.info("key account %s registered in %s", username, users_file)
     return KeyAccount(
         username=username,

@@ -108,7 +108,9 @@ class Scenario:
     def load(cls, path: Path) -> Scenario:
         """Read a scenario file; any problem is a start-up error naming the file."""
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
+            document = json.loads(
+                path.read_text(encoding="utf-8"), parse_constant=_no_constant
+            )
             return cls.from_dict(document)
         except (OSError, ValueError) as error:
             raise ScenarioError(f"scenario {path}: {error}") from None
@@ -119,3 +121,8 @@ def _list(document: dict[str, Any], name: str) -> list[Any]:
     if not isinstance(value, list):
         raise ScenarioError(f"{name} must be a list")
     return value
+
+
+def _no_constant(name: str) -> Any:
+    """JSON has no NaN or Infinity; Python's parser would take them."""
+    raise ValueError(f"{name} is not JSON")

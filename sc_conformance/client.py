@@ -57,6 +57,38 @@ class BrokenResponse(ServerUnreachable):
     or malformed body. That judges the server's answer, not its reachability."""
 
 
+class CrossOriginRedirect(requests.exceptions.RequestException):
+    """A redirect to another scheme, host or port, which is not followed: every
+    request of the suite carries the account's key."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(location)
+        self.location = location
+
+
+def _refuse_cross_origin_redirect(
+    response: requests.Response, *args: Any, **kwargs: Any
+) -> requests.Response:
+    """A response hook: it runs before requests follows a redirect."""
+    if not response.is_redirect:
+        return response
+    target = urllib.parse.urljoin(response.url, response.headers["Location"])
+    if _origin(target) != _origin(response.url):
+        response.close()
+        raise CrossOriginRedirect(target)
+    return response
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    default_port = {"http": 80, "https": 443}.get(parts.scheme)
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        port = None
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
 class ResponseTooLarge(ValueError):
     """A response body grew beyond the client's limit."""
 
@@ -483,6 +515,7 @@ class ServerClient:
             "timeout": (self.connect_timeout, self.request_timeout),
             "verify": self.verify,
             "stream": True,
+            "hooks": {"response": [_refuse_cross_origin_redirect]},
         }
         arguments.update(requests_arguments or {})
         try:
@@ -562,6 +595,11 @@ class ServerClient:
             return f"no answer within {self.request_timeout:g} s"
         if isinstance(error, requests.exceptions.SSLError):
             return "TLS handshake failed (see --sc-ca-bundle / --sc-insecure)"
+        if isinstance(error, CrossOriginRedirect):
+            return (
+                f"redirected to another origin ({self.redactor.url(error.location)}); "
+                "not followed, the request carries the account's key"
+            )
         if isinstance(error, requests.exceptions.ChunkedEncodingError):
             return "the body broke off (invalid chunked encoding)"
         if isinstance(error, requests.exceptions.ContentDecodingError):

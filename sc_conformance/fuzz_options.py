@@ -7,6 +7,7 @@ that order, so a CI job can pin them without editing the command line.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import secrets
 from typing import Any
@@ -120,6 +121,8 @@ def _positive(setting: _Setting, text: str, kind: type[int] | type[float]) -> An
         value = kind(text)
     except ValueError:
         raise pytest.UsageError(f"{setting.option}: not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise pytest.UsageError(f"{setting.option}: not a finite number: {text!r}")
     if value < 0 or (kind is int and value == 0 and setting is not _RATE):
         raise pytest.UsageError(f"{setting.option}: must be positive, got {text!r}")
     return value

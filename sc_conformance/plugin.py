@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import Callable
 from collections.abc import Generator
 from pathlib import Path
@@ -29,6 +30,7 @@ from sc_conformance.client import Credentials
 from sc_conformance.client import ServerClient
 from sc_conformance.client import ServerUnreachable
 from sc_conformance.fuzz_options import add_fuzz_options
+from sc_conformance.fuzz_options import fuzz_settings
 from sc_conformance.jobs import JobDefinitionError
 from sc_conformance.jobs import JobTemplate
 from sc_conformance.jobs import JobUpload
@@ -115,8 +117,32 @@ def pytest_configure(config: pytest.Config) -> None:
     state = PluginState(settings)
     config.stash[STATE] = state
     if settings.active:
+        # A bad fuzz or limit option is a usage error now, not ten failing checks,
+        # and a report that cannot be written is one before the run, not after it.
+        fuzz_settings(config, embedded_mock=settings.mock)
+        if settings.report is not None and not _is_xdist_worker(config):
+            _check_report_path(settings.report)
         _add_suite_to_collection(config)
         config.pluginmanager.register(_ReportListener(state), "sc-conformance-reports")
+
+
+def _check_report_path(path: Path) -> None:
+    """Make the report's folder, or say in one line why the report cannot be written."""
+    if path.suffix.lower() == ".md":
+        raise pytest.UsageError(
+            f"--sc-report: give the JSON path ({path.with_suffix('.json')}); the "
+            "Markdown report is written beside it"
+        )
+    if path.is_dir():
+        raise pytest.UsageError(f"--sc-report: {path} is a folder, not a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise pytest.UsageError(
+            f"--sc-report: cannot make {path.parent}: {error.strerror}"
+        ) from None
+    if not os.access(path.parent, os.W_OK):
+        raise pytest.UsageError(f"--sc-report: {path.parent} is not writable")
 
 
 def _add_suite_to_collection(config: pytest.Config) -> None:

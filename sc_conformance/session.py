@@ -236,6 +236,15 @@ class ConformanceSession:
             self.auth_source = "detected"
             self.auth_required = self._detect_auth(probe.status_code)
 
+        if self.auth_required and self.credentials is None:
+            raise TargetUnusable(
+                f"the server at {self.redactor.url(self.url)} requires authentication "
+                "(detected; --sc-auth to say otherwise): give an account with "
+                "--sc-username and SC_KEY (or --sc-key), or --sc-credentials"
+                if self.auth_source == "detected"
+                else "--sc-auth=required needs an account: give --sc-username and "
+                "SC_KEY (or --sc-key), or --sc-credentials"
+            )
         if self.auth_required and self.credentials is not None:
             answer = self.client().check_user()
             if answer.status_code in (401, 403):

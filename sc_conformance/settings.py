@@ -463,6 +463,13 @@ def _check_url(url: str) -> str:
             f"--server-url: expected an http:// or https:// URL, got {parts.scheme!r} "
             "scheme or no host"
         )
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not 0-65535
+    except ValueError:
+        raise pytest.UsageError(
+            f"--server-url: {parts.netloc.rsplit('@', 1)[-1]!r} has no valid port "
+            "(0-65535)"
+        ) from None
     return url if url.endswith("/") else f"{url}/"
 
 

@@ -225,3 +225,23 @@ def test_admin_and_scenario_come_from_the_environment(tmp_path: Path) -> None:
 
     assert config.admin
     assert config.scenario == tmp_path / "s.json"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("faults", b'{"endpoint": "remote_run", "kind": "latency", "seconds": NaN}'),
+        ("faults", b'{"endpoint": "remote_run", "kind": "latency", "seconds": "1"}'),
+        ("jobs/script", b'{"node_seconds": Infinity}'),
+    ],
+    ids=["nan-seconds", "text-seconds", "infinite-node-seconds"],
+)
+def test_durations_that_are_not_finite_numbers_are_refused(
+    admin: Admin, path: str, body: bytes
+) -> None:
+    method = "PUT" if path == "jobs/script" else "POST"
+    answer = requests.request(method, admin.url + path, data=body)
+
+    assert answer.status_code == 400
+    assert isinstance(answer.json()["message"], str)
+    assert admin.ok("GET", "faults") == {"faults": []}

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from sc_conformance.client import BrokenResponse
+from sc_conformance.client import Credentials
 from sc_conformance.client import ServerClient
 from sc_conformance.client import ServerUnreachable
 
@@ -75,3 +76,66 @@ def test_a_closed_port_is_unreachable_not_broken() -> None:
         client.check_progress("0" * 32, "job0")
 
     assert not isinstance(raised.value, BrokenResponse)
+
+
+@pytest.fixture
+def counting_server() -> Iterator[tuple[str, list[bytes]]]:
+    """A loopback server that records every request it gets and answers 200."""
+    received: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stopping = threading.Event()
+
+    def serve() -> None:
+        while not stopping.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.settimeout(5)
+                try:
+                    received.append(connection.recv(65536))
+                    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/", received
+    stopping.set()
+    thread.join()
+    listener.close()
+
+
+def test_a_redirect_to_another_origin_is_not_followed_with_the_key(
+    counting_server: tuple[str, list[bytes]],
+) -> None:
+    elsewhere, received = counting_server
+    redirect = (
+        f"HTTP/1.1 307 Temporary Redirect\r\nLocation: {elsewhere}check_user/\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_once() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(redirect)
+
+    thread = threading.Thread(target=answer_once, daemon=True)
+    thread.start()
+    client = ServerClient(
+        f"http://127.0.0.1:{listener.getsockname()[1]}/",
+        credentials=Credentials("alice", "redirect-secret-123"),
+        request_timeout=5,
+    )
+
+    with pytest.raises(BrokenResponse) as raised:
+        client.check_user()
+
+    thread.join()
+    listener.close()
+    assert "not followed" in raised.value.reason
+    assert received == []

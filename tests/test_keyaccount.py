@@ -258,3 +258,23 @@ def test_command_defaults_to_files_in_the_working_directory(tmp_path: Path) -> N
 
     assert (tmp_path / "dave.pem").read_bytes() == base64.b64decode(completed.stdout)
     assert "dave" in users_of(tmp_path / "users.json")
+
+
+def test_an_account_that_cannot_be_written_leaves_no_key_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_file = tmp_path / "eve.pem"
+
+    exit_code = main(
+        [
+            "eve",
+            "--users-file",
+            str(tmp_path / "missing" / "users.json"),
+            "--key-file",
+            str(key_file),
+        ]
+    )
+
+    assert exit_code == 2
+    assert not key_file.exists()
+    assert "no folder" in capsys.readouterr().err

@@ -123,8 +123,13 @@ def test_server_url_can_come_from_the_environment(
 
 
 def test_server_url_can_come_from_the_ini_file(
-    sc_pytester: pytest.Pytester, auth_mock: MockServer
+    sc_pytester: pytest.Pytester,
+    auth_mock: MockServer,
+    plugin_account: Credentials,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("SC_USERNAME", plugin_account.username)
+    monkeypatch.setenv("SC_KEY", plugin_account.key)
     sc_pytester.makeini(f"[pytest]\nserver_url = {auth_mock.url}\n")
     sc_pytester.makepyfile(ORDINARY_TEST)
     result = sc_pytester.runpytest("-p", "no:cacheprovider", str(sc_pytester.path))
@@ -178,3 +183,23 @@ def test_wrong_credentials_end_the_session_with_one_line(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "refused the credentials of 'alice'" in result.stderr.str()
     assert "definitely-not-the-key" not in result.stderr.str() + result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--sc-report=.", "is a folder"),
+        ("--sc-report=report.md", "give the JSON path"),
+        ("--sc-fuzz-examples=-3", "must be positive"),
+        ("--sc-fuzz-rate=nan", "not a finite number"),
+    ],
+)
+def test_a_bad_report_or_fuzz_option_is_a_usage_error_before_the_run(
+    sc_pytester: pytest.Pytester, option: str, message: str
+) -> None:
+    sc_pytester.makepyfile(ORDINARY_TEST)
+    result = sc_pytester.runpytest("--sc-mock", option, str(sc_pytester.path))
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str()
+    assert "passed" not in result.stdout.str()

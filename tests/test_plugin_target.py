@@ -72,3 +72,25 @@ def test_url_credentials_are_redacted_from_the_error_line(
     )
     assert "url-secret-99" not in result.stderr.str() + result.stdout.str()
     assert f"127.0.0.1:{closed_port}" in _only_line(result)
+
+
+def test_a_server_that_requires_accounts_needs_one(
+    sc_pytester: pytest.Pytester, auth_mock
+) -> None:
+    sc_pytester.makepyfile(ORDINARY_TEST)
+    result = sc_pytester.runpytest(
+        f"--server-url={auth_mock.url}", "-p", "no:cacheprovider", str(sc_pytester.path)
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "requires authentication" in _only_line(result)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:99999/", "http://127.0.0.1:abc/", "ftp://127.0.0.1/"]
+)
+def test_a_malformed_server_url_is_one_line(
+    sc_pytester: pytest.Pytester, url: str
+) -> None:
+    result = sc_pytester.runpytest(f"--server-url={url}", str(sc_pytester.path))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--server-url" in _only_line(result)
