@@ -14,6 +14,8 @@ import hashlib
 import hmac
 import json
 import logging
+import math
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -38,6 +40,9 @@ NOT_A_KEY_ERROR = (
 
 _UNKNOWN_ACCOUNT_DIGEST = b"\x00" * 32
 
+
+USERNAME_PATTERN = re.compile(r"[^\s;]+")
+r"""The API's username pattern ``^[^\s;]*$``, less the empty name."""
 
 PROVEN_KEYS_KEPT = 256
 """Digests of proven private keys remembered per process (see authenticate)."""
@@ -99,6 +104,10 @@ class Accounts:
         accounts = {}
         for entry in _user_entries(document, users_file):
             account = _account(entry, users_file)
+            if account.username in accounts:
+                raise ValueError(
+                    f"{users_file}: {account.username!r} is listed more than once"
+                )
             accounts[account.username] = account
         logger.info("loaded %d accounts from %s", len(accounts), users_file)
         return cls(accounts)
@@ -196,8 +205,11 @@ def _account(entry: Any, users_file: Path) -> Account:
     username = entry.get("username")
     password = entry.get("password")
     public_key = _public_key(entry, users_file)
-    if not isinstance(username, str):
-        raise ValueError(f"{users_file}: every user needs a string username")
+    if not isinstance(username, str) or not USERNAME_PATTERN.fullmatch(username):
+        raise ValueError(
+            f"{users_file}: {username!r}: a username is a non-empty string without "
+            "whitespace or ';' (the API's pattern), or no client could sign in as it"
+        )
     if not isinstance(password, str) and not (password is None and public_key):
         raise ValueError(
             f"{users_file}: {username}: every user needs a string password or a "
@@ -207,8 +219,15 @@ def _account(entry: Any, users_file: Path) -> Account:
     compute_time = entry.get("compute_time", 0)
     bandwidth = entry.get("bandwidth", 0)
     for name, value in (("compute_time", compute_time), ("bandwidth", bandwidth)):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{users_file}: {username}: {name} must be a number")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise ValueError(
+                f"{users_file}: {username}: {name} must be a number >= 0, not {value!r}"
+            )
     return Account(
         username, password, int(compute_time), int(bandwidth), public_key=public_key
     )

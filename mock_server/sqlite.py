@@ -8,6 +8,7 @@ pooled per process; each write is one short transaction taken up front.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import sqlite3
 from collections.abc import Iterator
@@ -25,6 +26,10 @@ class SqliteDatabase:
         self._foreign_keys = foreign_keys
         self._pool: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         connection = self._connect()
+        # Accounts added through the admin API (passwords included) and job records
+        # live here: readable by the server's user only. SQLite gives its -wal and
+        # -shm files the same mode.
+        os.chmod(self.path, 0o600)
         try:
             connection.execute("PRAGMA journal_mode = WAL")
             connection.executescript(schema)

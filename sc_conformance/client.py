@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import requests
+import urllib3
 
 logger = logging.getLogger(__name__)
 
@@ -245,6 +246,10 @@ class ServerClient:
         self.redactor.add_credentials(credentials)
         self.on_exchange = on_exchange
         self.session = session if session is not None else requests.Session()
+        if verify is False:
+            # The user asked not to verify (--sc-insecure): a warning per request
+            # would bury the report.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.results_limit = results_limit
 
     def with_credentials(self, credentials: Credentials | None) -> ServerClient:

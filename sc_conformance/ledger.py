@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from collections.abc import Iterable
 
 from sc_conformance.client import FINISHED_TEXT
 from sc_conformance.client import Credentials
@@ -97,7 +98,7 @@ class JobLedger:
         """
         deadline = time.monotonic() + timeout
         leftovers: list[Leftover] = []
-        pending = [entry for entry in self.entries if not entry.deleted]
+        pending = _one_per_job(entry for entry in self.entries if not entry.deleted)
         logger.info("deleting %s job(s) created by this session", len(pending))
         for position, entry in enumerate(pending):
             try:
@@ -165,3 +166,15 @@ class JobLedger:
             )
         entry.deleted = answer.status_code in (200, 404)
         return None
+
+
+def _one_per_job(entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
+    """One entry per job hash and account (a hash may be sent more than once, as by
+    the reuse check); an accepted or unanswered submission wins over a refused one."""
+    chosen: dict[tuple[str, str | None], LedgerEntry] = {}
+    for entry in entries:
+        key = (entry.job_hash, entry.account)
+        known = chosen.get(key)
+        if known is None or (known.accepted is False and entry.accepted is not False):
+            chosen[key] = entry
+    return list(chosen.values())

@@ -145,7 +145,18 @@ def test_users_json_in_the_storage_root_is_used_by_default(tmp_path, mock_api_fo
 
 @pytest.mark.parametrize(
     "document",
-    ["not json", "[]", '{"people": []}', '{"users": [{"username": "x"}]}'],
+    [
+        "not json",
+        "[]",
+        '{"people": []}',
+        '{"users": [{"username": "x"}]}',
+        '{"users": [{"username": "", "password": "p"}]}',
+        '{"users": [{"username": "a b", "password": "p"}]}',
+        '{"users": [{"username": "a", "password": "p", "compute_time": -5}]}',
+        '{"users": [{"username": "a", "password": "p", "bandwidth": NaN}]}',
+        '{"users": [{"username": "a", "password": "p"}, '
+        '{"username": "a", "password": "q"}]}',
+    ],
 )
 def test_malformed_users_file_stops_start_up(tmp_path, document):
     users = tmp_path / "users.json"
