@@ -55,6 +55,10 @@ class NodeVerdict(enum.Enum):
     FAIL = "error"
 
 
+MAX_NODE_SECONDS = 24 * 3600
+"""The longest a scripted node may take: a day, far beyond any client test."""
+
+
 @dataclasses.dataclass(frozen=True)
 class JobScript:
     """How the jobs accepted from now on run."""
@@ -80,8 +84,15 @@ class JobScript:
         if self.node_seconds is not None:
             durations.append(self.node_seconds)
         if any(not _seconds(value) for value in durations):
-            raise ScriptError("node durations must be numbers of seconds >= 0")
-        if not isinstance(self.polls_per_node, int) or self.polls_per_node < 1:
+            raise ScriptError(
+                "node durations must be numbers of seconds from 0 to "
+                f"{MAX_NODE_SECONDS}"
+            )
+        if (
+            isinstance(self.polls_per_node, bool)
+            or not isinstance(self.polls_per_node, int)
+            or self.polls_per_node < 1
+        ):
             raise ScriptError("polls_per_node must be a whole number >= 1")
 
     def duration(self, node: str, default: float) -> float:
@@ -357,5 +368,5 @@ def _seconds(value: Any) -> bool:
         isinstance(value, int | float)
         and not isinstance(value, bool)
         and math.isfinite(value)
-        and value >= 0
+        and 0 <= value <= MAX_NODE_SECONDS
     )

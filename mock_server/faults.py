@@ -63,6 +63,9 @@ class ContentLength(enum.StrEnum):
     """Announce what is sent: a well-formed response carrying half an archive."""
 
 
+MAX_FAULT_SECONDS = 3600
+"""The longest delay a fault takes: an hour is more than any client test waits."""
+
 _WHOLE_NUMBERS = (
     "times",
     "seed",
@@ -129,7 +132,9 @@ class Fault:
             if self.status not in (None, 301, 302, 303, 307, 308):
                 raise FaultError("a redirect's status is 301, 302, 303, 307 or 308")
             if self.location is not None and (
-                not self.location.startswith("/") or self.location.startswith("//")
+                not self.location.startswith("/")
+                or self.location.startswith("//")
+                or any(ord(char) < 0x21 or ord(char) == 0x7F for char in self.location)
             ):
                 raise FaultError(
                     "location must be a path on the same server, starting with '/'"
@@ -140,8 +145,12 @@ class Fault:
                 isinstance(value, bool)
                 or not isinstance(value, int | float)
                 or not math.isfinite(value)
+                or value > MAX_FAULT_SECONDS
             ):
-                raise FaultError(f"{name} must be a finite number, not {value!r}")
+                raise FaultError(
+                    f"{name} must be a number of seconds up to {MAX_FAULT_SECONDS}, "
+                    f"not {value!r}"
+                )
         if self.kind in (FaultKind.SLOW, FaultKind.LATENCY):
             if self.seconds is None or self.seconds < 0:
                 raise FaultError(f"a {self.kind} fault needs seconds >= 0")

@@ -104,17 +104,22 @@ def create_key_account(
     )
     public_pem = public_key_pem(private_key.public_key())
 
+    # A key that replaces another is staged beside it and moved into place only once
+    # users.json names its public half: a failure keeps the old key and account.
+    replacing = overwrite_key and key_file.exists()
+    written = _staging_path(key_file) if replacing else key_file
     try:
-        _write_private(key_file, private_pem, overwrite=overwrite_key)
+        _write_private(written, private_pem, overwrite=False)
     except OSError as error:
         raise KeyAccountError(f"cannot write {key_file}: {error.strerror}") from None
     _register(accounts, username, public_pem, compute_time, bandwidth)
     try:
         _write_users(users_file, accounts)
     except OSError as error:
-        # The account was not registered: its key must not stay behind either.
-        key_file.unlink(missing_ok=True)
+        written.unlink(missing_ok=True)
         raise KeyAccountError(f"cannot write {users_file}: {error.strerror}") from None
+    if replacing:
+        os.replace(written, key_file)
     logger.info("key account %s registered in %s", username, users_file)
     return KeyAccount(
         username=username,
@@ -177,6 +182,10 @@ def _write_private(key_file: Path, private_pem: bytes, *, overwrite: bool) -> No
     with os.fdopen(descriptor, "wb") as stream:
         os.fchmod(stream.fileno(), _PRIVATE_FILE_MODE)
         stream.write(private_pem)
+
+
+def _staging_path(key_file: Path) -> Path:
+    return key_file.with_name(f".{key_file.name}.{os.getpid()}.new")
 
 
 def _write_users(users_file: Path, accounts: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from sc_conformance.client import Exchange
 from sc_conformance.client import Redactor
 from sc_conformance.client import ServerClient
 from sc_conformance.client import ServerUnreachable
+from sc_conformance.client import json_message
 from sc_conformance.jobs import JobTemplate
 from sc_conformance.jobs import JobUpload
 from sc_conformance.jobs import load_job
@@ -247,11 +248,15 @@ class ConformanceSession:
             )
         if self.auth_required and self.credentials is not None:
             answer = self.client().check_user()
-            if answer.status_code in (401, 403):
+            # 400 with both fields present is a key the account cannot use (a
+            # password for a key account, say): as hopeless as a wrong one.
+            if answer.status_code in (400, 401, 403):
+                reason = json_message(answer)
                 raise TargetUnusable(
                     f"the server at {self.redactor.url(self.url)} refused the "
                     f"credentials of {self.credentials.username!r} (check_user "
-                    f"answered {answer.status_code})"
+                    f"answered {answer.status_code}"
+                    + (f": {self.redactor.text(reason)[:200]})" if reason else ")")
                 )
 
     def _detect_auth(self, anonymous_progress_status: int) -> bool:

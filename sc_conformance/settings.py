@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import os
 import re
 import urllib.parse
@@ -54,6 +55,10 @@ class _Setting:
     choices: tuple[str, ...] | None = None
     metavar: str | None = None
 
+
+MAX_SECONDS = 7 * 24 * 3600.0
+"""A week: the longest timeout a setting takes (and far below what the socket layer
+can represent)."""
 
 SETTINGS = (
     _Setting(
@@ -361,9 +366,10 @@ class _Source:
             seconds = float(value)
         except ValueError:
             seconds = -1.0
-        if seconds <= 0:
+        if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_SECONDS:
             raise pytest.UsageError(
                 f"{self.by_dest[dest].option}: expected a positive number of seconds, "
+                f"at most {MAX_SECONDS:g}, "
                 f"got {value!r}"
             )
         return seconds
@@ -457,7 +463,14 @@ def _target(source: _Source) -> tuple[str | None, bool, bool]:
 
 
 def _check_url(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as error:
+        raise pytest.UsageError(f"--server-url: not a URL ({error})") from None
+    if parts.query or parts.fragment:
+        raise pytest.UsageError(
+            "--server-url: give the base URL without a query or fragment"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise pytest.UsageError(
             f"--server-url: expected an http:// or https:// URL, got {parts.scheme!r} "

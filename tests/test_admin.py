@@ -233,10 +233,22 @@ def test_admin_and_scenario_come_from_the_environment(tmp_path: Path) -> None:
         ("faults", b'{"endpoint": "remote_run", "kind": "latency", "seconds": NaN}'),
         ("faults", b'{"endpoint": "remote_run", "kind": "latency", "seconds": "1"}'),
         ("jobs/script", b'{"node_seconds": Infinity}'),
+        ("faults", b'{"endpoint": "check_user", "kind": "latency", "seconds": 1e308}'),
+        (
+            "faults",
+            b'{"endpoint": "check_user", "kind": "redirect", '
+            b'"location": "/x\\r\\nX-Injected: 1"}',
+        ),
     ],
-    ids=["nan-seconds", "text-seconds", "infinite-node-seconds"],
+    ids=[
+        "nan-seconds",
+        "text-seconds",
+        "infinite-node-seconds",
+        "huge-seconds",
+        "header-in-location",
+    ],
 )
-def test_durations_that_are_not_finite_numbers_are_refused(
+def test_fault_and_script_values_the_mock_cannot_honour_are_refused(
     admin: Admin, path: str, body: bytes
 ) -> None:
     method = "PUT" if path == "jobs/script" else "POST"

@@ -278,3 +278,30 @@ def test_an_account_that_cannot_be_written_leaves_no_key_behind(
     assert exit_code == 2
     assert not key_file.exists()
     assert "no folder" in capsys.readouterr().err
+
+
+def test_a_forced_replacement_that_fails_keeps_the_old_key(tmp_path: Path) -> None:
+    key_file = tmp_path / "carol.pem"
+    users = tmp_path / "users.json"
+    assert main(["carol", "--users-file", str(users), "--key-file", str(key_file)]) == 0
+    old_key = key_file.read_bytes()
+
+    # /proc exists but takes no new files: the users file fails after the new key
+    # was written, which is the moment the old key must survive.
+    exit_code = main(
+        [
+            "carol",
+            "--users-file",
+            "/proc/sc-conformance-users.json",
+            "--key-file",
+            str(key_file),
+            "--force",
+        ]
+    )
+
+    assert exit_code == 2
+    assert key_file.read_bytes() == old_key
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "carol.pem",
+        "users.json",
+    ]
