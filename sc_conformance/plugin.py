@@ -13,7 +13,8 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
+import signal
+import threading
 from collections.abc import Callable
 from collections.abc import Generator
 from pathlib import Path
@@ -141,8 +142,24 @@ def _check_report_path(path: Path) -> None:
         raise pytest.UsageError(
             f"--sc-report: cannot make {path.parent}: {error.strerror}"
         ) from None
-    if not os.access(path.parent, os.W_OK):
-        raise pytest.UsageError(f"--sc-report: {path.parent} is not writable")
+    for report_file in (path, path.with_suffix(".md")):
+        _check_writable(report_file)
+
+
+def _check_writable(path: Path) -> None:
+    """Open *path* for appending, as the report will; remove it again if new."""
+    existed = path.exists()
+    if existed and not path.is_file():
+        raise pytest.UsageError(f"--sc-report: {path} exists and is not a file")
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as error:
+        raise pytest.UsageError(
+            f"--sc-report: cannot write {path}: {error.strerror}"
+        ) from None
+    if not existed:
+        path.unlink()
 
 
 def _add_suite_to_collection(config: pytest.Config) -> None:
@@ -213,6 +230,22 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         state.session = None
         raise pytest.UsageError(f"sc-conformance: {error}") from None
     logger.info("judging %s", conformance.describe_target())
+    _treat_sigterm_as_interrupt(config)
+
+
+def _treat_sigterm_as_interrupt(config: pytest.Config) -> None:
+    """CI timeouts send SIGTERM: let it end the run like Ctrl-C, so the jobs created
+    so far are still deleted. A handler someone else installed is left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    config.add_cleanup(lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

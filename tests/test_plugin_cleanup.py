@@ -42,6 +42,7 @@ def _job_state(server_url: str, account: Credentials, job_hash: str) -> int:
     [
         ("failing", "assert False, 'fails after the upload'"),
         ("interrupted", "raise KeyboardInterrupt"),
+        ("terminated", "__import__('os').kill(__import__('os').getpid(), 15)"),
     ],
 )
 def test_jobs_are_deleted_at_session_end(
