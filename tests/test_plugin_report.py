@@ -207,43 +207,37 @@ def test_run_that_exercised_no_requirement_fails(
     result.stdout.fnmatch_lines(["*no requirement was exercised*"])
 
 
-def test_checks_needing_a_second_account_skip_with_the_reason(
-    sc_pytester: pytest.Pytester, auth_mock_options: list[str]
+SKIPPING_CHECK = """
+import pytest
+
+@pytest.mark.requirement("{requirement}")
+def test_needs_something({fixture}):
+    pass
+
+@pytest.mark.requirement("TR-06")
+def test_unknown_path_is_404(sc_client):
+    assert sc_client.post_json("nowhere/", {{}}).status_code == 404
+"""
+
+
+@pytest.mark.parametrize(
+    ("requirement", "fixture", "reason"),
+    [
+        ("AUTH-05", "sc_other_client", "*no second account given*"),
+        ("USR-04", "sc_auth_off", "*the server enforces authentication (detected)*"),
+    ],
+    ids=["second-account", "auth-off"],
+)
+def test_checks_needing_what_was_not_given_skip_with_the_reason(
+    sc_pytester: pytest.Pytester,
+    auth_mock_options: list[str],
+    requirement: str,
+    fixture: str,
+    reason: str,
 ) -> None:
     sc_pytester.makepyfile(
-        """
-        import pytest
-
-        @pytest.mark.requirement("AUTH-05")
-        def test_isolation(sc_other_client):
-            pass
-
-        @pytest.mark.requirement("TR-06")
-        def test_unknown_path_is_404(sc_client):
-            assert sc_client.post_json("nowhere/", {}).status_code == 404
-        """
+        SKIPPING_CHECK.format(requirement=requirement, fixture=fixture)
     )
     result = sc_pytester.runpytest(*auth_mock_options, "-rs")
     result.assert_outcomes(passed=1, skipped=1)
-    result.stdout.fnmatch_lines(["*no second account given*"])
-
-
-def test_checks_needing_auth_off_skip_on_an_auth_server(
-    sc_pytester: pytest.Pytester, auth_mock_options: list[str]
-) -> None:
-    sc_pytester.makepyfile(
-        """
-        import pytest
-
-        @pytest.mark.requirement("USR-04")
-        def test_without_accounts(sc_auth_off):
-            pass
-
-        @pytest.mark.requirement("TR-06")
-        def test_unknown_path_is_404(sc_client):
-            assert sc_client.post_json("nowhere/", {}).status_code == 404
-        """
-    )
-    result = sc_pytester.runpytest(*auth_mock_options, "-rs")
-    result.assert_outcomes(passed=1, skipped=1)
-    result.stdout.fnmatch_lines(["*the server enforces authentication (detected)*"])
+    result.stdout.fnmatch_lines([reason])
