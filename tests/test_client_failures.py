@@ -7,6 +7,7 @@ connections ends the session.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Iterator
@@ -26,9 +27,10 @@ BROKEN_CHUNKED_ANSWER = (
 )
 
 
-@pytest.fixture
-def broken_body_server() -> Iterator[str]:
-    """Answers every request with a 500 whose chunked body is malformed."""
+@contextlib.contextmanager
+def canned_server(answer: bytes) -> Iterator[tuple[str, list[bytes]]]:
+    """A loopback server that records every request and sends *answer* to each."""
+    received: list[bytes] = []
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     stopping = threading.Event()
@@ -42,17 +44,26 @@ def broken_body_server() -> Iterator[str]:
             with connection:
                 connection.settimeout(5)
                 try:
-                    connection.recv(65536)
-                    connection.sendall(BROKEN_CHUNKED_ANSWER)
+                    received.append(connection.recv(65536))
+                    connection.sendall(answer)
                 except OSError:
                     pass
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
-    stopping.set()
-    thread.join()
-    listener.close()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/", received
+    finally:
+        stopping.set()
+        thread.join()
+        listener.close()
+
+
+@pytest.fixture
+def broken_body_server() -> Iterator[str]:
+    """Answers every request with a 500 whose chunked body is malformed."""
+    with canned_server(BROKEN_CHUNKED_ANSWER) as (url, _):
+        yield url
 
 
 def test_a_cut_body_from_a_live_server_is_a_broken_response(
@@ -78,64 +89,24 @@ def test_a_closed_port_is_unreachable_not_broken() -> None:
     assert not isinstance(raised.value, BrokenResponse)
 
 
-@pytest.fixture
-def counting_server() -> Iterator[tuple[str, list[bytes]]]:
-    """A loopback server that records every request it gets and answers 200."""
-    received: list[bytes] = []
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stopping = threading.Event()
+def test_a_redirect_to_another_origin_is_not_followed_with_the_key() -> None:
+    with canned_server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") as (
+        elsewhere,
+        received,
+    ):
+        redirect = (
+            f"HTTP/1.1 307 Temporary Redirect\r\nLocation: {elsewhere}check_user/\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+        with canned_server(redirect) as (redirecting, _):
+            client = ServerClient(
+                redirecting,
+                credentials=Credentials("alice", "redirect-secret-123"),
+                request_timeout=5,
+            )
 
-    def serve() -> None:
-        while not stopping.is_set():
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with connection:
-                connection.settimeout(5)
-                try:
-                    received.append(connection.recv(65536))
-                    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                except OSError:
-                    pass
+            with pytest.raises(BrokenResponse) as raised:
+                client.check_user()
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}/", received
-    stopping.set()
-    thread.join()
-    listener.close()
-
-
-def test_a_redirect_to_another_origin_is_not_followed_with_the_key(
-    counting_server: tuple[str, list[bytes]],
-) -> None:
-    elsewhere, received = counting_server
-    redirect = (
-        f"HTTP/1.1 307 Temporary Redirect\r\nLocation: {elsewhere}check_user/\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def answer_once() -> None:
-        connection, _ = listener.accept()
-        with connection:
-            connection.recv(65536)
-            connection.sendall(redirect)
-
-    thread = threading.Thread(target=answer_once, daemon=True)
-    thread.start()
-    client = ServerClient(
-        f"http://127.0.0.1:{listener.getsockname()[1]}/",
-        credentials=Credentials("alice", "redirect-secret-123"),
-        request_timeout=5,
-    )
-
-    with pytest.raises(BrokenResponse) as raised:
-        client.check_user()
-
-    thread.join()
-    listener.close()
     assert "not followed" in raised.value.reason
     assert received == []
