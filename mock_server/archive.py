@@ -9,14 +9,15 @@ resolve outside the job, no devices or FIFOs, and bounded member count and size
 from __future__ import annotations
 
 import errno
-import gzip
-import io
 import logging
 import os
 import shutil
 import stat
+import sys
 import tarfile
 import zlib
+from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -27,6 +28,18 @@ from mock_server.errors import InvalidArchive
 logger = logging.getLogger(__name__)
 
 COPY_CHUNK_BYTES = 1024 * 1024
+
+Buffer = bytes | bytearray | memoryview
+"""What an upload's bytes arrive as."""
+
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+"""zlib reads the gzip header and checks the trailer (CRC and size) itself."""
+
+_INPUT_BYTES = 64 * 1024
+_OUTPUT_BYTES = 256 * 1024
+"""What one decompression step takes and makes at most: small enough that its
+buffers come from the allocator's free lists instead of fresh pages, which a
+gigabyte-sized import would otherwise fault in by the hundred thousand."""
 
 _SERVER_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 
@@ -47,50 +60,147 @@ class ExtractionSummary:
     bytes: int
 
 
-class _LimitedReader(io.RawIOBase):
-    """Reads a decompressed stream and refuses to go past a byte budget."""
+class _DecompressedImport:
+    """The decompressed bytes of an import archive, read forward only.
 
-    def __init__(self, stream: BinaryIO, limit: int) -> None:
-        super().__init__()
-        self._stream = stream
+    ``tarfile`` reads headers through ``read``, ``tell`` and forward ``seek``;
+    member contents are taken with ``views``, straight from the decompressor's
+    output, so the bytes of a large import are copied as little as possible. Every
+    decompressed byte counts against *limit*, so a small gzip cannot expand
+    without bound, and the gzip checksum of every member is verified by zlib.
+    """
+
+    def __init__(self, compressed: Iterable[Buffer], limit: int) -> None:
+        self._compressed = iter(compressed)
         self._limit = limit
-        self.consumed = 0
+        self._decompressor = zlib.decompressobj(_GZIP_WBITS)
+        self._input = memoryview(b"")
+        self._member_open = False
+        self._members = 0
+        self._output = b""
+        self._start = 0
+        self._offset = 0
+        self.produced = 0
+        """Decompressed bytes made so far."""
 
-    def readable(self) -> bool:
+    def tell(self) -> int:
+        return self._offset
+
+    def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
+        if whence != os.SEEK_SET or position < self._offset:
+            raise tarfile.ReadError("the import archive is read forward only")
+        for _ in self.views(position - self._offset, exact=False):
+            pass
+        return self._offset
+
+    def read(self, size: int = -1) -> bytes:
+        """*size* bytes, fewer only where the archive ends."""
+        if size < 0:
+            size = sys.maxsize
+        return b"".join(bytes(view) for view in self.views(size, exact=False))
+
+    def views(self, size: int, exact: bool = True) -> Iterator[memoryview]:
+        """The next *size* bytes, in pieces; each piece is valid until the next.
+
+        With *exact*, an archive that ends sooner is refused.
+        """
+        while size > 0:
+            if self._start == len(self._output) and not self._decompress():
+                if exact:
+                    raise EOFError("the import archive ends inside a member")
+                return
+            stop = min(len(self._output), self._start + size)
+            view = memoryview(self._output)[self._start : stop]
+            size -= stop - self._start
+            self._offset += stop - self._start
+            self._start = stop
+            yield view
+
+    def drain(self) -> None:
+        """Read to the end, so that the whole gzip stream is checked."""
+        for _ in self.views(sys.maxsize, exact=False):
+            pass
+
+    def _decompress(self) -> bool:
+        """Make the next block of output; False at the end of the archive."""
+        while True:
+            if not len(self._input):
+                following = next(self._compressed, None)
+                if following is None:
+                    if self._member_open:
+                        raise EOFError("the import archive ends inside its gzip stream")
+                    return False
+                self._input = memoryview(following)
+                continue
+            if not self._member_open and not self._open_member():
+                continue
+
+            piece = self._input[:_INPUT_BYTES]
+            output = self._decompressor.decompress(piece, _OUTPUT_BYTES)
+            if self._decompressor.eof:
+                left = len(self._decompressor.unused_data)
+                self._member_open = False
+            else:
+                left = len(self._decompressor.unconsumed_tail)
+            self._input = self._input[len(piece) - left :]
+            if output:
+                self._take(output)
+                return True
+
+    def _open_member(self) -> bool:
+        """Start the next gzip member; False when the input held only padding."""
+        if self._members:
+            # Zero padding may follow a member, as gzip allows.
+            self._input = memoryview(bytes(self._input).lstrip(b"\0"))
+            if not len(self._input):
+                return False
+        self._decompressor = zlib.decompressobj(_GZIP_WBITS)
+        self._member_open = True
+        self._members += 1
         return True
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        count = self._stream.readinto(buffer)  # type: ignore[attr-defined]
-        self.consumed += count
-        if self.consumed > self._limit:
+    def _take(self, output: bytes) -> None:
+        self.produced += len(output)
+        if self.produced > self._limit:
             raise InvalidArchive(
                 "Error: the import archive expands beyond "
                 f"{self._limit // (1024 * 1024)} MiB."
             )
-        return count
+        self._output = output
+        self._start = 0
+
+
+def file_chunks(archive: BinaryIO) -> Iterator[bytes]:
+    """The bytes of an archive file, a read at a time."""
+    while chunk := archive.read(COPY_CHUNK_BYTES):
+        yield chunk
 
 
 def extract_import(
-    archive: BinaryIO,
+    archive: BinaryIO | Iterable[Buffer],
     destination: Path,
     limits: ExtractionLimits,
     data_key: bytes | None = None,
 ) -> ExtractionSummary:
     """Extract a gzip tar into the empty directory *destination*, member by member.
 
-    On ``InvalidArchive`` the caller removes *destination*; nothing outside it is
+    *archive* is a file, or the bytes of an upload as they arrive. On
+    ``InvalidArchive`` the caller removes *destination*; nothing outside it is
     ever written, because each path is resolved before it is used. With a
     *data_key* (a key account's job) every file is written encrypted with it, so
     the import's plaintext never reaches the disk.
     """
     root = os.path.realpath(destination)
-    decompressed = gzip.GzipFile(fileobj=archive, mode="rb")
-    limited = _LimitedReader(decompressed, limits.max_bytes)
+    compressed = file_chunks(archive) if hasattr(archive, "read") else archive
+    decompressed = _DecompressedImport(
+        compressed,  # type: ignore[arg-type]
+        limits.max_bytes,
+    )
     members = 0
     declared_bytes = 0
     try:
         with tarfile.open(  # type: ignore[call-overload]
-            fileobj=limited, mode="r|", bufsize=COPY_CHUNK_BYTES
+            fileobj=decompressed, mode="r:"
         ) as tar:
             for member in tar:
                 members += 1
@@ -105,8 +215,9 @@ def extract_import(
                         "Error: the import archive expands beyond "
                         f"{limits.max_bytes // (1024 * 1024)} MiB."
                     )
-                _extract_member(tar, member, root, data_key)
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+                _extract_member(tar, decompressed, member, root, data_key)
+        decompressed.drain()
+    except (tarfile.TarError, EOFError, zlib.error) as error:
         logger.debug("unreadable import archive: %s", error)
         raise InvalidArchive(
             "Error: the import archive is not a valid gzip-compressed tar."
@@ -117,13 +228,11 @@ def extract_import(
         raise InvalidArchive(
             f"Error: the import archive could not be extracted ({error.strerror})."
         ) from None
-    finally:
-        decompressed.close()
 
     if members == 0:
         raise InvalidArchive("Error: the import archive is empty.")
     _check_links_stay_inside(root)
-    return ExtractionSummary(members=members, bytes=limited.consumed)
+    return ExtractionSummary(members=members, bytes=decompressed.produced)
 
 
 def _member_path(name: str) -> str | None:
@@ -152,7 +261,11 @@ def _resolved_inside(root: str, path: str, what: str) -> str:
 
 
 def _extract_member(
-    tar: tarfile.TarFile, member: tarfile.TarInfo, root: str, data_key: bytes | None
+    tar: tarfile.TarFile,
+    decompressed: _DecompressedImport,
+    member: tarfile.TarInfo,
+    root: str,
+    data_key: bytes | None,
 ) -> None:
     relative = _member_path(member.name)
     if relative is None:
@@ -176,7 +289,7 @@ def _extract_member(
         _make_directory(target, member.name)
     elif member.isreg():
         _clear_for_file(target, member.name)
-        _write_regular_file(tar, member, target, data_key)
+        _write_regular_file(tar, decompressed, member, target, data_key)
     elif member.issym():
         _make_symlink(root, member, target)
     elif member.islnk():
@@ -205,19 +318,33 @@ def _clear_for_file(target: str, name: str) -> None:
 
 
 def _write_regular_file(
-    tar: tarfile.TarFile, member: tarfile.TarInfo, target: str, data_key: bytes | None
+    tar: tarfile.TarFile,
+    decompressed: _DecompressedImport,
+    member: tarfile.TarInfo,
+    target: str,
+    data_key: bytes | None,
 ) -> None:
     mode = 0o755 if member.mode & 0o111 else 0o644
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-    source = tar.extractfile(member)
-    if source is None:
-        raise InvalidArchive(f"Error: archive member {member.name!r} has no data.")
-    with source, os.fdopen(os.open(target, flags, mode), "wb") as output:
-        if data_key is None:
-            shutil.copyfileobj(source, output, COPY_CHUNK_BYTES)
-            return
-        with EncryptingWriter(output, data_key) as sealed:
-            shutil.copyfileobj(source, sealed, COPY_CHUNK_BYTES)
+    with os.fdopen(os.open(target, flags, mode), "wb", buffering=0) as output:
+        sink: BinaryIO = output
+        if data_key is not None:
+            sink = EncryptingWriter(output, data_key)  # type: ignore[assignment]
+        with sink:
+            if member.issparse():
+                # Sparse contents come in pieces with holes between; tarfile maps them.
+                source = tar.extractfile(member)
+                assert source is not None
+                shutil.copyfileobj(source, sink, COPY_CHUNK_BYTES)
+                return
+            for view in decompressed.views(member.size):
+                _write_all(sink, view)
+
+
+def _write_all(sink: BinaryIO, view: memoryview) -> None:
+    while len(view):
+        written = sink.write(view)
+        view = view[written:] if written is not None else view[len(view) :]
 
 
 def _make_symlink(root: str, member: tarfile.TarInfo, target: str) -> None:
