@@ -8,6 +8,7 @@ answer by ``STATUS_CODES``, the one place where failure kinds meet HTTP.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import json
@@ -26,16 +27,17 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.exceptions import UnprocessableEntity
-from werkzeug.formparser import FormDataParser
 from werkzeug.routing import Map
 from werkzeug.routing import RequestRedirect
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response
+from werkzeug.wsgi import get_input_stream
 from werkzeug.wsgi import wrap_file
 
 from mock_server import defects
 from mock_server.accounts import AUTHENTICATION_ERROR
+from mock_server.accounts import Account
 from mock_server.accounts import Accounts
 from mock_server.archive import ExtractionLimits
 from mock_server.archive import build_results_archive
@@ -58,11 +60,15 @@ from mock_server.errors import ResultsUnavailable
 from mock_server.errors import TooManyNodes
 from mock_server.errors import UploadTooLarge
 from mock_server.manifest import read_plan
+from mock_server.multipart import OBSERVER_KEY
+from mock_server.multipart import Part
+from mock_server.multipart import read_parts
 from mock_server.runner import Runner
 from mock_server.runner import node_started_line
 from mock_server.sealed import JobKey
 from mock_server.store import JobState
 from mock_server.store import NodeStatus
+from mock_server.store import StagedImport
 from mock_server.store import Store
 from sc_conformance import spec
 
@@ -351,63 +357,124 @@ class MockApp:
     # -- endpoints ---------------------------------------------------------------
 
     def on_remote_run(self, request: Request) -> Response:
-        if request.mimetype != "multipart/form-data":
+        boundary = request.mimetype_params.get("boundary", "")
+        if request.mimetype != "multipart/form-data" or not boundary:
             raise InvalidRequest(
                 "Error: remote_run expects multipart/form-data with parts "
                 "'import' and 'params'."
             )
 
-        spooled: list[IO[bytes]] = []
-
-        def spool(
-            total_content_length: int | None,
-            content_type: str | None,
-            filename: str | None,
-            content_length: int | None = None,
-        ) -> IO[bytes]:
-            # Whose upload this is is known only once 'params' is read, which may
-            # come after 'import': with key accounts, every part is spooled sealed.
-            part: IO[bytes]
-            if self.accounts.has_key_accounts:
-                part = SealedSpool(self.store.staging)  # type: ignore[assignment]
-            else:
-                part = tempfile.TemporaryFile(dir=self.store.staging)
-            spooled.append(part)
-            return part
+        try:
+            boundary_bytes = boundary.encode("ascii")
+        except UnicodeEncodeError:
+            message = "Error: the multipart boundary is not ASCII."
+            raise InvalidRequest(message) from None
 
         limit: int | None = self.config.max_upload_bytes
         if self.has_defect("upload-into-memory-no-limit"):
             limit = None
-        parser = FormDataParser(
-            stream_factory=spool,  # type: ignore[arg-type]
-            max_form_memory_size=MAX_FORM_FIELD_BYTES,
-            max_content_length=limit,
-            max_form_parts=MAX_FORM_PARTS,
+        body = get_input_stream(request.environ, max_content_length=limit)
+        watch = request.environ.get(OBSERVER_KEY)
+        parts = read_parts(
+            body, boundary_bytes, MAX_FORM_PARTS, observe=watch() if watch else None
         )
+        upload = _Upload()
         try:
-            _, form, files = parser.parse_from_environ(request.environ)
-            return self._start_job(form, files)
+            for part in parts:
+                if part.name == "params" and upload.params_text is None:
+                    if self._takes_params_part(part):
+                        upload.params_text = part.read(MAX_FORM_FIELD_BYTES)
+                elif part.name == "import" and part.filename is not None:
+                    if not upload.import_seen:
+                        upload.import_seen = True
+                        self._receive_import(part, upload)
+            return self._start_job(upload)
         finally:
-            for part in spooled:
-                part.close()
+            if upload.staged is not None:
+                self.store.discard(upload.staged)
+            if upload.spool is not None:
+                upload.spool.close()
 
-    def _start_job(self, form: Any, files: Any) -> Response:
-        import_part = files.get("import")
+    def _takes_params_part(self, part: Part) -> bool:
+        if part.filename is not None:
+            return not self.has_defect("params-form-field-only")
+        return not self.has_defect("params-file-part-only")
+
+    def _receive_import(self, part: Part, upload: _Upload) -> None:
+        """Extract the import as it arrives; keep it whole only when it cannot be.
+
+        It is kept whole (in a staging file) when a defect variant rewrites it, and
+        when it comes before ``params`` on a server with key accounts: whose it is,
+        and so whether it must be encrypted, is not known yet, and a key account's
+        import must never be written in plaintext (the staging file is sealed with
+        a key held in memory only).
+        """
+        import_flaws = self.has_defect("non-gzip-import-500") or any(
+            self.has_defect(name) for name in defects.IMPORT_FLAWS
+        )
+        owner_unknown = (
+            upload.params_text is None
+            and self.config.auth
+            and self.accounts.has_key_accounts
+        )
+        if import_flaws or owner_unknown:
+            spool: IO[bytes]
+            if self.accounts.has_key_accounts:
+                spool = SealedSpool(self.store.staging)  # type: ignore[assignment]
+            else:
+                spool = tempfile.TemporaryFile(dir=self.store.staging)
+            upload.spool = spool
+            for chunk in part.chunks():
+                spool.write(chunk)
+            return
+
+        job_key = None
+        claimed = self._claimed_key_account(upload.params_text)
+        if claimed is not None and claimed.public_key is not None:
+            job_key, upload.wrapped_key = JobKey.create(claimed.public_key)
+            upload.key_account = claimed.username
+        try:
+            upload.staged = self.store.stage_import(
+                part.chunks(), self._extraction_limits(), job_key
+            )
+        except InvalidArchive as error:
+            # Refused once the params are judged, so that a request wrong in both
+            # ways gets the same answer whatever the order of its parts.
+            upload.archive_error = error
+
+    def _claimed_key_account(self, params_text: bytes | None) -> Account | None:
+        """The key account ``params`` names, before it is authenticated (it is,
+        before the job is accepted); its key is only used to encrypt the import."""
+        if params_text is None or not self.config.auth:
+            return None
+        try:
+            document = json.loads(params_text)
+        except (ValueError, RecursionError):
+            return None
+        params = document.get("params") if isinstance(document, dict) else None
+        username = params.get("username") if isinstance(params, dict) else None
+        return self.accounts.find(username) if isinstance(username, str) else None
+
+    def _extraction_limits(self) -> ExtractionLimits:
+        max_members = self.config.max_archive_members
+        if self.has_defect("archive-member-limit-ignored"):
+            max_members = sys.maxsize
+        return ExtractionLimits(
+            max_bytes=self.config.max_extract_bytes, max_members=max_members
+        )
+
+    def _start_job(self, upload: _Upload) -> Response:
         if self.has_defect("missing-part-500") and (
-            import_part is None or ("params" not in files and "params" not in form)
+            not upload.import_seen or upload.params_text is None
         ):
             # What a server indexing the parts unchecked does: an unhandled error.
-            raise KeyError("import" if import_part is None else "params")
-        if "params" in files and not self.has_defect("params-form-field-only"):
-            params_text: bytes | str = files["params"].stream.read()
-        elif "params" in form and not self.has_defect("params-file-part-only"):
-            params_text = form["params"]
-        else:
+            raise KeyError("import" if not upload.import_seen else "params")
+        if upload.params_text is None:
             raise InvalidRequest("Error: the 'params' part is missing.")
-        if import_part is None:
+        if not upload.import_seen:
             raise InvalidRequest("Error: the 'import' file part is missing.")
 
-        document = _parse_json(params_text, "params part")
+        document = _parse_json(upload.params_text, "params part")
         if self.has_defect("manifest-not-checked") and isinstance(document, dict):
             if not isinstance(document.get("chip_cfg"), dict):
                 document["chip_cfg"] = {}
@@ -430,41 +497,52 @@ class MockApp:
         if out_of_time and not self.has_defect("quota-compute-ignored"):
             raise ComputeTimeExhausted("out of bandwidth or time")
 
-        job_key, wrapped_key = self._new_job_key(account)
-        import_part.stream.seek(0)
-        import_archive = import_part.stream
-        if self.has_defect("non-gzip-import-500") and import_archive.read(2) != (
-            b"\x1f\x8b"
-        ):
-            raise gzip.BadGzipFile("Not a gzipped file")
-        for name, skipped in defects.IMPORT_FLAWS.items():
-            if self.has_defect(name):
-                import_archive = defects.without_members(import_archive, skipped)
-        import_archive.seek(0)
-        max_members = self.config.max_archive_members
-        if self.has_defect("archive-member-limit-ignored"):
-            max_members = sys.maxsize
+        if upload.spool is not None:
+            job_key, upload.wrapped_key = self._new_job_key(account)
+            upload.staged = self.store.stage_import(
+                self._spooled_import(upload.spool),
+                self._extraction_limits(),
+                job_key,
+            )
+        elif upload.archive_error is not None:
+            raise upload.archive_error
+        elif upload.key_account != self._key_account_name(account):
+            raise RuntimeError("the import was encrypted for another account")
+        staged = upload.staged
+        assert staged is not None
+        upload.staged = None
         self.store.create_job(
             job_hash,
             account,
             plan,
             envelope["chip_cfg"],
-            import_archive,
-            ExtractionLimits(
-                max_bytes=self.config.max_extract_bytes,
-                max_members=max_members,
-            ),
+            staged,
             self.config.fail_nodes,
-            job_key=job_key,
-            wrapped_key=wrapped_key,
+            wrapped_key=upload.wrapped_key,
         )
-        if job_key is None:
+        if staged.job_key is None:
             self.runner.wake()
         else:
-            self.runner.start_sealed_job(job_hash, job_key)
+            self.runner.start_sealed_job(job_hash, staged.job_key)
         if self.has_defect("run-answer-without-hash"):
             return Response("Job accepted.", mimetype="text/plain")
         return Response(f"Starting job: {job_hash}", mimetype="text/plain")
+
+    def _key_account_name(self, account: str | None) -> str | None:
+        found = self.accounts.find(account) if account is not None else None
+        return found.username if found and found.public_key is not None else None
+
+    def _spooled_import(self, spool: IO[bytes]) -> IO[bytes]:
+        """The import kept whole, as the active defect variants spoil it."""
+        spool.seek(0)
+        if self.has_defect("non-gzip-import-500") and spool.read(2) != b"\x1f\x8b":
+            raise gzip.BadGzipFile("Not a gzipped file")
+        archive = spool
+        for name, skipped in defects.IMPORT_FLAWS.items():
+            if self.has_defect(name):
+                archive = defects.without_members(archive, skipped)
+        archive.seek(0)
+        return archive
 
     def on_check_progress(self, request: Request) -> Response:
         document = self._json_body(request, "check_progress")
@@ -621,6 +699,22 @@ class MockApp:
 def create_app(config: MockConfig | None = None) -> MockApp:
     """Return the mock server's WSGI application; call ``close()`` when done."""
     return MockApp(config or MockConfig())
+
+
+@dataclasses.dataclass
+class _Upload:
+    """What a remote_run body has carried so far, as it is read."""
+
+    params_text: bytes | None = None
+    import_seen: bool = False
+    staged: StagedImport | None = None
+    """The import, extracted as it arrived."""
+    spool: IO[bytes] | None = None
+    """The import kept whole, to be extracted once ``params`` is judged."""
+    archive_error: InvalidArchive | None = None
+    key_account: str | None = None
+    """The key account the staged import is encrypted for."""
+    wrapped_key: bytes | None = None
 
 
 def _parse_json(body: bytes | str, what: str) -> Any:

@@ -12,19 +12,21 @@ import dataclasses
 import io
 import json
 import logging
+import sys
+from collections.abc import Callable
 from typing import IO
 from typing import Any
 
 from werkzeug.http import parse_options_header
-from werkzeug.sansio.multipart import Data
-from werkzeug.sansio.multipart import Epilogue
-from werkzeug.sansio.multipart import Field
-from werkzeug.sansio.multipart import File
-from werkzeug.sansio.multipart import MultipartDecoder
-from werkzeug.sansio.multipart import NeedData
 
 from mock_server.controldb import ControlDatabase
 from mock_server.manifest import parameter_value
+from mock_server.multipart import OBSERVER_KEY
+from mock_server.multipart import Event
+from mock_server.multipart import MalformedMultipart
+from mock_server.multipart import MultipartDecoder
+from mock_server.multipart import PartData
+from mock_server.multipart import PartStart
 
 logger = logging.getLogger(__name__)
 
@@ -206,9 +208,10 @@ def capture_json_body(environ: dict[str, Any], limit: int) -> bytes | None:
 class MultipartTap(io.RawIOBase):
     """Hands a multipart upload to the application and notes its parts on the way.
 
-    Nothing is read ahead and nothing is written anywhere: the parts are decoded as
-    the application reads, keeping only their sizes and the (small) ``params`` part,
-    so an upload streams once, and a key account's upload never lands in plaintext.
+    Nothing is read ahead, copied or written anywhere: the bytes pass through to
+    the application's own buffer and are decoded there, keeping only the parts'
+    sizes and the (small) ``params`` part, so an upload streams once, and a key
+    account's upload never lands in plaintext.
     """
 
     def __init__(self, stream: IO[bytes], length: int | None, boundary: bytes) -> None:
@@ -218,6 +221,7 @@ class MultipartTap(io.RawIOBase):
         self._part: dict[str, Any] | None = None
         self._params = bytearray()
         self._params_open = False
+        self._adopted = False
         self.parts: dict[str, dict[str, Any]] = {}
         self.size = 0
 
@@ -230,24 +234,54 @@ class MultipartTap(io.RawIOBase):
         if not boundary or stream is None:
             return None
         tap = cls(stream, _content_length(environ), boundary)
-        environ["wsgi.input"] = io.BufferedReader(tap, 256 * 1024)
+        environ["wsgi.input"] = tap
+        environ[OBSERVER_KEY] = tap.adopt
         return tap
+
+    def adopt(self) -> Callable[[Event], None]:
+        """Take the events of the application's own decoding of the body from now
+        on, so that a large upload is searched for its boundary once, not twice."""
+        self._adopted = True
+        return self._note
 
     def readable(self) -> bool:
         return True
 
+    def read(self, size: int | None = -1) -> bytes:
+        wanted = self._wanted(size)
+        if wanted == 0:
+            return b""
+        chunk = self._stream.read(wanted)
+        self._passed(chunk, len(chunk))
+        return chunk
+
     def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer)
-        wanted = len(view) if self._left is None else min(len(view), self._left)
+        view = memoryview(buffer).cast("B")
+        wanted = self._wanted(len(view))
         if wanted == 0:
             return 0
-        chunk = self._stream.read(wanted)
-        view[: len(chunk)] = chunk
-        self.size += len(chunk)
+        if hasattr(self._stream, "readinto"):
+            count = self._stream.readinto(view[:wanted]) or 0
+        else:
+            chunk = self._stream.read(wanted)
+            count = len(chunk)
+            view[:count] = chunk
+        if isinstance(buffer, (bytes, bytearray)):
+            self._passed(buffer, count)
+        else:
+            self._passed(bytes(view[:count]), count)
+        return count
+
+    def _wanted(self, size: int | None) -> int:
+        if size is None or size < 0:
+            size = sys.maxsize if self._left is None else self._left
+        return size if self._left is None else min(size, self._left)
+
+    def _passed(self, buffer: bytes | bytearray, count: int) -> None:
+        self.size += count
         if self._left is not None:
-            self._left -= len(chunk)
-        self._decode(chunk)
-        return len(chunk)
+            self._left -= count
+        self._decode(buffer, count)
 
     def drain(self, limit: int) -> None:
         """Read what the application left unread, if that is at most *limit* bytes."""
@@ -256,33 +290,29 @@ class MultipartTap(io.RawIOBase):
         while self.readinto(bytearray(64 * 1024)):
             pass
 
-    def _decode(self, chunk: bytes) -> None:
-        if self._decoder is None:
+    def _decode(self, buffer: bytes | bytearray, count: int) -> None:
+        if self._decoder is None or self._adopted or count == 0:
             return
         try:
-            self._decoder.receive_data(chunk or None)
-            while True:
-                event = self._decoder.next_event()
-                if isinstance(event, (NeedData, Epilogue)):
-                    break
+            for event in self._decoder.feed(buffer, count):
                 self._note(event)
-        except ValueError:  # a malformed body is the application's to refuse
+        except MalformedMultipart:  # a malformed body is the application's to refuse
             logger.debug("journal: cannot decode a multipart body", exc_info=True)
             self._decoder = None
             self.parts = {}
 
-    def _note(self, event: Any) -> None:
-        if isinstance(event, (Field, File)):
+    def _note(self, event: Event) -> None:
+        if isinstance(event, PartStart):
             self._part = {
-                "filename": getattr(event, "filename", None),
-                "content_type": event.headers.get("Content-Type"),
+                "filename": event.filename,
+                "content_type": event.content_type,
                 "bytes": 0,
             }
             self.parts[event.name] = self._part
             self._params_open = event.name == "params"
             if self._params_open:
                 self._params.clear()
-        elif isinstance(event, Data) and self._part is not None:
+        elif isinstance(event, PartData) and self._part is not None:
             self._part["bytes"] += len(event.data)
             if self._params_open and len(self._params) <= _MAX_JSON_PART_BYTES:
                 self._params += event.data

@@ -30,6 +30,7 @@ import sqlite3
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -41,7 +42,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mock_server import crypto
 from mock_server import sealed
 from mock_server.accounts import Accounts
+from mock_server.archive import Buffer
 from mock_server.archive import ExtractionLimits
+from mock_server.archive import ExtractionSummary
 from mock_server.archive import build_results_archive
 from mock_server.archive import extract_import
 from mock_server.errors import AuthenticationFailed
@@ -150,6 +153,17 @@ class Quota:
 
     compute_time: float
     bandwidth_kb: int
+
+
+@dataclass(frozen=True)
+class StagedImport:
+    """An extracted import archive in staging, waiting for its job to be created."""
+
+    folder: Path
+    tree: Path
+    summary: ExtractionSummary
+    job_key: sealed.JobKey | None
+    """The key its files are encrypted with (a key account's job), if any."""
 
 
 class Store:
@@ -290,42 +304,65 @@ class Store:
             ).fetchone()
         return row is not None
 
+    def stage_import(
+        self,
+        compressed: Iterable[Buffer] | BinaryIO,
+        limits: ExtractionLimits,
+        job_key: sealed.JobKey | None = None,
+    ) -> StagedImport:
+        """Extract an import archive into this process's staging folder.
+
+        An upload is extracted as it arrives, before the request is fully read, so
+        the job's design and job name (which place the tree) are not known yet: the
+        tree waits in staging for ``create_job``, and is gone on any failure.
+        """
+        folder = Path(tempfile.mkdtemp(prefix="upload-", dir=self.staging))
+        tree = folder / "import"
+        try:
+            tree.mkdir()
+            summary = extract_import(
+                compressed,
+                tree,
+                limits,
+                None if job_key is None else job_key.data_key,
+            )
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return StagedImport(folder, tree, summary, job_key)
+
     def create_job(
         self,
         job_hash: str,
         account: str | None,
         plan: JobPlan,
         manifest: dict[str, Any],
-        import_archive: BinaryIO,
-        limits: ExtractionLimits,
+        staged: StagedImport,
         fail_nodes: frozenset[str],
-        job_key: sealed.JobKey | None = None,
         wrapped_key: bytes | None = None,
     ) -> JobRecord:
-        """Extract the import archive into staging and publish the job atomically.
+        """Publish a staged import as a job, atomically, and remove what is left.
 
-        With a *job_key* (a key account's job) every file is written encrypted, the
-        *wrapped_key* is stored beside them, and the job is claimed by this process
-        at once: only this process holds the key, so no other may run the job.
+        With the staged import's job key (a key account's job) its files are
+        already encrypted; the *wrapped_key* is stored beside them, and the job is
+        claimed by this process at once: only this process holds the key, so no
+        other may run the job.
         """
-        if self.job_exists(job_hash):
-            raise JobHashInUse("Error: the job hash is already in use.")
-
-        staging = Path(tempfile.mkdtemp(prefix="upload-", dir=self.staging))
+        job_key = staged.job_key
         try:
-            job_root = staging / job_hash
+            if self.job_exists(job_hash):
+                raise JobHashInUse("Error: the job hash is already in use.")
+
+            job_root = staged.folder / job_hash
             work_dir = job_root / plan.design / plan.jobname
-            work_dir.mkdir(parents=True)
+            work_dir.parent.mkdir(parents=True)
+            os.rename(staged.tree, work_dir)
             manifest_path = job_root / "configs" / f"chip{plan.jobname}.json"
             if job_key is None:
-                summary = extract_import(import_archive, work_dir, limits)
                 _write_manifest(manifest_path, manifest)
             else:
                 assert wrapped_key is not None
                 sealed.write_wrapped_key(job_root, wrapped_key)
-                summary = extract_import(
-                    import_archive, work_dir, limits, job_key.data_key
-                )
                 sealed.write_text(manifest_path, json.dumps(manifest), job_key)
             imported = {
                 node.name
@@ -338,7 +375,7 @@ class Store:
             owner = self.owner if job_key is not None else None
             self._insert_job(job_hash, account, plan, imported, fail_nodes, owner)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            self.discard(staged)
 
         logger.info(
             "job %s accepted: design %s, job %s, %d nodes, %d archive members",
@@ -346,9 +383,14 @@ class Store:
             plan.design,
             plan.jobname,
             len(plan.nodes),
-            summary.members,
+            staged.summary.members,
         )
         return self.find_job(job_hash, account)
+
+    @staticmethod
+    def discard(staged: StagedImport) -> None:
+        """Remove a staged import (what is left of it once its job is published)."""
+        shutil.rmtree(staged.folder, ignore_errors=True)
 
     def _publish(self, job_root: Path, job_hash: str) -> None:
         try:

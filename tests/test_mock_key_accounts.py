@@ -95,10 +95,12 @@ def marker() -> bytes:
     return f"KEY-ACCOUNT-MARKER-{uuid.uuid4().hex[:12]}".encode()
 
 
-def marked_upload(marker: bytes) -> tuple[bytes, dict[str, Any]]:
+def marked_upload(marker: bytes, padding: int = 0) -> tuple[bytes, dict[str, Any]]:
     """The shipped job plus a marker file, gzip level 0 so the marker shows raw.
 
-    The marker comes first so that it reaches the server early in an upload.
+    The marker comes first so that it reaches the server early in an upload, then
+    *padding* random bytes, so that an upload can be held midway with megabytes
+    already sent (the server reads a body a megabyte at a time).
     """
     archive = io.BytesIO()
     with (
@@ -109,6 +111,10 @@ def marked_upload(marker: bytes) -> tuple[bytes, dict[str, Any]]:
         member = tarfile.TarInfo("sc_collected_files/marker.txt")
         member.size = len(content)
         marked.addfile(member, io.BytesIO(content))
+        if padding:
+            member = tarfile.TarInfo("sc_collected_files/padding.bin")
+            member.size = padding
+            marked.addfile(member, io.BytesIO(os.urandom(padding)))
         for member in shipped:
             marked.addfile(
                 member, shipped.extractfile(member) if member.isreg() else None
@@ -312,7 +318,7 @@ def upload_in_two_steps(
     """Send the import part, search storage while the server holds it, then send
     params (so the server cannot know the account yet); returns the spooled size
     seen and what storage held meanwhile."""
-    archive, manifest = marked_upload(marker)
+    archive, manifest = marked_upload(marker, padding=4 * 1024 * 1024)
     params = {"chip_cfg": manifest, "params": {"job_hash": uuid.uuid4().hex}}
     params["params"].update(credentials)
     prepared = requests.Request(
@@ -331,7 +337,7 @@ def upload_in_two_steps(
     connection.endheaders()
 
     connection.send(body[:split])
-    spooled = wait_for_spooled(root, len(archive) // 2)
+    spooled = wait_for_spooled(root, 2 * 1024 * 1024)
     stored_midway = stored_bytes(root)
     connection.send(body[split:])
     answer = connection.getresponse()
@@ -341,7 +347,8 @@ def upload_in_two_steps(
 
 
 def wait_for_spooled(root: Path, size: int, timeout: float = 10.0) -> int:
-    """Wait until the server holds an unlinked spool file of at least *size* bytes."""
+    """Wait until the server's staging holds *size* bytes of the upload in one file:
+    an unlinked spool file, or a file extracted as the upload arrives."""
     deadline = time.monotonic() + timeout
     largest = 0
     while time.monotonic() < deadline:
@@ -349,6 +356,11 @@ def wait_for_spooled(root: Path, size: int, timeout: float = 10.0) -> int:
             content
             for name, content in open_files_under(root / "staging").items()
             if "(deleted)" in name
+        ]
+        staged += [
+            path.read_bytes()
+            for path in (root / "staging").rglob("*")
+            if path.is_file() and not path.is_symlink()
         ]
         largest = max((len(content) for content in staged), default=0)
         if largest >= size:
@@ -365,14 +377,15 @@ def test_upload_is_spooled_encrypted_before_the_account_is_known(
 
     spooled, stored_midway = upload_in_two_steps(url, root, credentials, marker)
 
-    assert spooled > 100_000
+    assert spooled >= 2 * 1024 * 1024
     assert marker not in stored_midway
 
 
-def test_upload_is_spooled_as_sent_without_key_accounts(
+def test_upload_is_staged_as_sent_without_key_accounts(
     tmp_path: Path, bare_app: Any, marker: bytes
 ) -> None:
-    """The midway search itself works: without key accounts the spool is plain."""
+    """The midway search itself works: without key accounts the import is
+    extracted as it arrives, as sent."""
     users_file = tmp_path / "users.json"
     users_file.write_text(
         json.dumps(
@@ -392,7 +405,7 @@ def test_upload_is_spooled_as_sent_without_key_accounts(
 
     spooled, stored_midway = upload_in_two_steps(url, root, credentials, marker)
 
-    assert spooled > 100_000
+    assert spooled >= 2 * 1024 * 1024
     assert marker in stored_midway
 
 
