@@ -51,6 +51,7 @@ class MockApi:
         archive: bytes | None = None,
         manifest: dict[str, Any] | None = None,
         params_as_field: bool = False,
+        params_first: bool = False,
     ) -> requests.Response:
         params = {
             "chip_cfg": shipped_manifest() if manifest is None else manifest,
@@ -63,10 +64,12 @@ class MockApi:
                 files={"import": io.BytesIO(archive)},
                 data={"params": json.dumps(params)},
             )
-        return requests.post(
-            self.base_url + "remote_run/",
-            files={"import": io.BytesIO(archive), "params": json.dumps(params)},
-        )
+        parts: dict[str, Any] = {"import": io.BytesIO(archive)}
+        if params_first:
+            parts = {"params": json.dumps(params), **parts}
+        else:
+            parts["params"] = json.dumps(params)
+        return requests.post(self.base_url + "remote_run/", files=parts)
 
     def progress(self, job_hash: str, job_id: str = "job0") -> requests.Response:
         return self.post_json(

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
+import os
 import tarfile
+import time
 import uuid
 
 import pytest
 import requests
+
+from conftest import shipped_archive
 
 FINISHED_TEXT = "Job has no running steps."
 RUNNING_TEXT = "Job is currently running on the cluster."
@@ -161,6 +166,91 @@ def test_remote_run_reads_params_sent_as_a_form_field(mock_api):
     job_hash = _hash()
     assert mock_api.upload(job_hash, params_as_field=True).status_code == 200
     mock_api.wait_finished(job_hash)
+
+
+PART_ORDERS = pytest.mark.parametrize(
+    "params_first", [False, True], ids=["import-first", "params-first"]
+)
+
+
+def _staging_is_empty(server) -> bool:
+    return [p.name for p in server.app.store.staging.iterdir()] == [".owner.lock"]
+
+
+@PART_ORDERS
+def test_remote_run_takes_its_parts_in_either_order(mock_api, params_first):
+    job_hash = _hash()
+
+    assert mock_api.upload(job_hash, params_first=params_first).status_code == 200
+
+    mock_api.wait_finished(job_hash)
+    assert mock_api.results(job_hash).status_code == 200
+
+
+@PART_ORDERS
+def test_remote_run_answers_a_wrong_key_before_a_broken_import(
+    mock_auth_server, mock_account_api, params_first
+):
+    api = mock_account_api("alice", key="not-alice-key")
+
+    response = api.upload(archive=b"not a gzip tar", params_first=params_first)
+
+    _assert_json_message(response, 403)
+    assert _staging_is_empty(mock_auth_server)
+
+
+@PART_ORDERS
+def test_remote_run_with_a_broken_import_leaves_nothing(
+    mock_fresh_server, mock_api_for, params_first
+):
+    api = mock_api_for(mock_fresh_server.url)
+    archive = shipped_archive()
+
+    response = api.upload(
+        archive=archive[: len(archive) // 2], params_first=params_first
+    )
+
+    _assert_json_message(response, 400)
+    assert "not a valid gzip-compressed tar" in response.json()["message"]
+    assert list((mock_fresh_server.root / "jobs").iterdir()) == []
+    assert _staging_is_empty(mock_fresh_server)
+
+
+def test_remote_run_cut_off_midway_leaves_nothing(mock_fresh_server):
+    boundary = uuid.uuid4().hex
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="import"; '
+        'filename="import.tar.gz"\r\n\r\n'
+    ).encode()
+    archive = _random_import(3 * 1024 * 1024)
+    connection = http.client.HTTPConnection("127.0.0.1", mock_fresh_server.port)
+    connection.putrequest("POST", "/remote_run/")
+    connection.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+    connection.putheader("Content-Length", str(len(head) + len(archive) + 100))
+    connection.endheaders()
+
+    connection.send(head + archive[: 2 * 1024 * 1024])
+    _wait_until(lambda: any(mock_fresh_server.app.store.staging.glob("upload-*")))
+    connection.close()
+
+    _wait_until(lambda: _staging_is_empty(mock_fresh_server))
+    assert list((mock_fresh_server.root / "jobs").iterdir()) == []
+
+
+def _random_import(size: int) -> bytes:
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz", compresslevel=0) as tar:
+        member = tarfile.TarInfo("payload.bin")
+        member.size = size
+        tar.addfile(member, io.BytesIO(os.urandom(size)))
+    return archive.getvalue()
+
+
+def _wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)
 
 
 def test_remote_run_with_a_used_job_hash_is_409(mock_api):

@@ -313,22 +313,34 @@ def bare_app() -> Iterator[Callable[[Path, Path], tuple[str, Path]]]:
 
 
 def upload_in_two_steps(
-    url_text: str, root: Path, credentials: dict[str, str], marker: bytes
+    url_text: str,
+    root: Path,
+    credentials: dict[str, str],
+    marker: bytes,
+    params_first: bool = False,
 ) -> tuple[int, bytes]:
     """Send the import part, search storage while the server holds it, then send
     params (so the server cannot know the account yet); returns the spooled size
-    seen and what storage held meanwhile."""
+    seen and what storage held meanwhile. With *params_first*, send params and
+    3 MiB of the import, then the rest."""
     archive, manifest = marked_upload(marker, padding=4 * 1024 * 1024)
     params = {"chip_cfg": manifest, "params": {"job_hash": uuid.uuid4().hex}}
     params["params"].update(credentials)
     prepared = requests.Request(
         "POST",
         url_text + "remote_run/",
-        files={"import": io.BytesIO(archive), "params": json.dumps(params)},
+        files=dict(
+            sorted(
+                {"import": io.BytesIO(archive), "params": json.dumps(params)}.items(),
+                reverse=params_first,
+            )
+        ),
     ).prepare()
     body = prepared.body
     assert isinstance(body, bytes)
     split = body.index(b'name="params"')
+    if params_first:
+        split = body.index(b'name="import"') + 3 * 1024 * 1024
     url = urllib.parse.urlsplit(url_text)
     connection = http.client.HTTPConnection(url.hostname or "", url.port)
     connection.putrequest("POST", "/remote_run/")
@@ -379,6 +391,23 @@ def test_upload_is_spooled_encrypted_before_the_account_is_known(
 
     assert spooled >= 2 * 1024 * 1024
     assert marker not in stored_midway
+
+
+def test_upload_after_params_is_extracted_encrypted_as_it_arrives(
+    tmp_path: Path, bare_app: Any, key_account: dict[str, Any], marker: bytes
+) -> None:
+    url, root = bare_app(tmp_path / "root", key_account["users_file"])
+    credentials = {"username": KEY_USER, "key": key_account["key"]}
+
+    staged, stored_midway = upload_in_two_steps(
+        url, root, credentials, marker, params_first=True
+    )
+
+    assert staged >= 2 * 1024 * 1024
+    assert marker not in stored_midway
+    (job,) = (root / "jobs").iterdir()
+    assert sealed.is_sealed(job)
+    assert marker not in stored_bytes(root)
 
 
 def test_upload_is_staged_as_sent_without_key_accounts(
