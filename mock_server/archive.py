@@ -9,18 +9,23 @@ resolve outside the job, no devices or FIFOs, and bounded member count and size
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
+import queue
 import shutil
 import stat
 import sys
 import tarfile
-import zlib
+import threading
 from collections.abc import Iterable
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from typing import BinaryIO
+
+from zlib_ng import zlib_ng
 
 from mock_server.crypto import EncryptingWriter
 from mock_server.errors import InvalidArchive
@@ -32,8 +37,18 @@ COPY_CHUNK_BYTES = 1024 * 1024
 Buffer = bytes | bytearray | memoryview
 """What an upload's bytes arrive as."""
 
-_GZIP_WBITS = 16 + zlib.MAX_WBITS
-"""zlib reads the gzip header and checks the trailer (CRC and size) itself."""
+_GZIP_WBITS = 16 + zlib_ng.MAX_WBITS
+"""zlib reads the gzip header and checks the trailer (CRC and size) itself.
+
+zlib-ng is used for its speed: the same API as the standard library's zlib, with
+a checksum an order of magnitude faster, which takes a large import's gunzip from
+about half of the extraction's time to a fifth."""
+
+_WRITE_BATCH_BYTES = 1024 * 1024
+_WRITE_BATCH_PIECES = 64
+_WRITE_QUEUE_DEPTH = 4
+"""Batches of pieces waiting to be written, at most: the memory an extraction
+holds stays a few megabytes whatever the size of the import."""
 
 _INPUT_BYTES = 64 * 1024
 _OUTPUT_BYTES = 256 * 1024
@@ -73,7 +88,7 @@ class _DecompressedImport:
     def __init__(self, compressed: Iterable[Buffer], limit: int) -> None:
         self._compressed = iter(compressed)
         self._limit = limit
-        self._decompressor = zlib.decompressobj(_GZIP_WBITS)
+        self._decompressor = zlib_ng.decompressobj(_GZIP_WBITS)
         self._input = memoryview(b"")
         self._member_open = False
         self._members = 0
@@ -154,7 +169,7 @@ class _DecompressedImport:
             self._input = memoryview(bytes(self._input).lstrip(b"\0"))
             if not len(self._input):
                 return False
-        self._decompressor = zlib.decompressobj(_GZIP_WBITS)
+        self._decompressor = zlib_ng.decompressobj(_GZIP_WBITS)
         self._member_open = True
         self._members += 1
         return True
@@ -168,6 +183,90 @@ class _DecompressedImport:
             )
         self._output = output
         self._start = 0
+
+
+class _FileWriter:
+    """Writes the contents of extracted files on a thread of its own.
+
+    Copying an import into the page cache is a large share of its extraction; on a
+    thread of its own it overlaps receiving and gunzipping the next pieces (both
+    sides release the GIL). Everything else, every check included, stays on the
+    request's thread, which waits for the writes before it answers.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[Any, list[memoryview] | None] | None] = (
+            queue.Queue(maxsize=_WRITE_QUEUE_DEPTH)
+        )
+        self._failure: BaseException | None = None
+        self._abandoned = False
+        self._thread = threading.Thread(
+            target=self._run, name="import-writer", daemon=True
+        )
+        self._thread.start()
+
+    def write(self, sink: BinaryIO, pieces: list[memoryview]) -> None:
+        """Queue *pieces* (views of bytes nobody changes) to be written to *sink*."""
+        self._raise_failure()
+        self._queue.put((sink, pieces))
+
+    def close(self, *files: BinaryIO) -> None:
+        """Queue the closing of *files*, in this order, after their writes."""
+        self._queue.put((files, None))
+
+    def finish(self) -> None:
+        """Wait for every queued write; raise the first error writing met."""
+        self._stop()
+        self._raise_failure()
+
+    def abandon(self) -> None:
+        """Drop the writes still queued (their files are thrown away); close all."""
+        self._abandoned = True
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            target, pieces = item
+            try:
+                if pieces is None:
+                    for file in target:
+                        file.close()
+                elif self._failure is None and not self._abandoned:
+                    _write_pieces(target, pieces)
+            except BaseException as error:  # handed to the request's thread
+                self._failure = self._failure or error
+
+
+def _write_pieces(sink: BinaryIO, pieces: list[memoryview]) -> None:
+    if isinstance(sink, io.FileIO):
+        written = os.writev(sink.fileno(), pieces)
+        if written == sum(len(piece) for piece in pieces):
+            return
+        pieces = _after(pieces, written)
+    for piece in pieces:
+        while len(piece):
+            piece = piece[sink.write(piece) or 0 :]
+
+
+def _after(pieces: list[memoryview], skipped: int) -> list[memoryview]:
+    """What is left of *pieces* once their first *skipped* bytes are written."""
+    left = []
+    for piece in pieces:
+        if skipped >= len(piece):
+            skipped -= len(piece)
+            continue
+        left.append(piece[skipped:])
+        skipped = 0
+    return left
 
 
 def file_chunks(archive: BinaryIO) -> Iterator[bytes]:
@@ -196,6 +295,7 @@ def extract_import(
         compressed,  # type: ignore[arg-type]
         limits.max_bytes,
     )
+    writer = _FileWriter()
     members = 0
     declared_bytes = 0
     try:
@@ -215,9 +315,10 @@ def extract_import(
                         "Error: the import archive expands beyond "
                         f"{limits.max_bytes // (1024 * 1024)} MiB."
                     )
-                _extract_member(tar, decompressed, member, root, data_key)
+                _extract_member(tar, decompressed, writer, member, root, data_key)
         decompressed.drain()
-    except (tarfile.TarError, EOFError, zlib.error) as error:
+        writer.finish()
+    except (tarfile.TarError, EOFError, zlib_ng.error) as error:
         logger.debug("unreadable import archive: %s", error)
         raise InvalidArchive(
             "Error: the import archive is not a valid gzip-compressed tar."
@@ -228,6 +329,8 @@ def extract_import(
         raise InvalidArchive(
             f"Error: the import archive could not be extracted ({error.strerror})."
         ) from None
+    finally:
+        writer.abandon()
 
     if members == 0:
         raise InvalidArchive("Error: the import archive is empty.")
@@ -263,6 +366,7 @@ def _resolved_inside(root: str, path: str, what: str) -> str:
 def _extract_member(
     tar: tarfile.TarFile,
     decompressed: _DecompressedImport,
+    writer: _FileWriter,
     member: tarfile.TarInfo,
     root: str,
     data_key: bytes | None,
@@ -289,7 +393,7 @@ def _extract_member(
         _make_directory(target, member.name)
     elif member.isreg():
         _clear_for_file(target, member.name)
-        _write_regular_file(tar, decompressed, member, target, data_key)
+        _write_regular_file(tar, decompressed, writer, member, target, data_key)
     elif member.issym():
         _make_symlink(root, member, target)
     elif member.islnk():
@@ -320,31 +424,39 @@ def _clear_for_file(target: str, name: str) -> None:
 def _write_regular_file(
     tar: tarfile.TarFile,
     decompressed: _DecompressedImport,
+    writer: _FileWriter,
     member: tarfile.TarInfo,
     target: str,
     data_key: bytes | None,
 ) -> None:
     mode = 0o755 if member.mode & 0o111 else 0o644
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-    with os.fdopen(os.open(target, flags, mode), "wb", buffering=0) as output:
-        sink: BinaryIO = output
-        if data_key is not None:
-            sink = EncryptingWriter(output, data_key)  # type: ignore[assignment]
-        with sink:
-            if member.issparse():
-                # Sparse contents come in pieces with holes between; tarfile maps them.
-                source = tar.extractfile(member)
-                assert source is not None
-                shutil.copyfileobj(source, sink, COPY_CHUNK_BYTES)
-                return
-            for view in decompressed.views(member.size):
-                _write_all(sink, view)
+    output = os.fdopen(os.open(target, flags, mode), "wb", buffering=0)
+    sink: BinaryIO = output
+    if data_key is not None:
+        sink = EncryptingWriter(output, data_key)  # type: ignore[assignment]
 
+    if member.issparse():
+        # Sparse contents come in pieces with holes between; tarfile maps them.
+        with output, sink:
+            source = tar.extractfile(member)
+            assert source is not None
+            shutil.copyfileobj(source, sink, COPY_CHUNK_BYTES)
+        return
 
-def _write_all(sink: BinaryIO, view: memoryview) -> None:
-    while len(view):
-        written = sink.write(view)
-        view = view[written:] if written is not None else view[len(view) :]
+    batch: list[memoryview] = []
+    batched = 0
+    try:
+        for view in decompressed.views(member.size):
+            batch.append(view)
+            batched += len(view)
+            if batched >= _WRITE_BATCH_BYTES or len(batch) >= _WRITE_BATCH_PIECES:
+                writer.write(sink, batch)
+                batch, batched = [], 0
+        if batch:
+            writer.write(sink, batch)
+    finally:
+        writer.close(*dict.fromkeys((sink, output)))
 
 
 def _make_symlink(root: str, member: tarfile.TarInfo, target: str) -> None:

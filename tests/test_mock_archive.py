@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import errno
+import gzip
 import io
 import os
 import tarfile
+import tempfile
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from mock_server import MockServer
+from mock_server import archive as archive_module
 from mock_server.archive import ExtractionLimits
 from mock_server.archive import extract_import
 from mock_server.errors import InvalidArchive
@@ -172,3 +180,85 @@ def test_extracted_files_carry_no_special_permission_bits(tmp_path):
     info.mode = 0o6777
     extract_import(io.BytesIO(_archive((info, data))), tmp_path, LIMITS)
     assert (tmp_path / "tool").stat().st_mode & 0o7777 == 0o755
+
+
+# -- streaming: chunks of any size, gzip members, the writer thread -------------------
+
+files_strategy = st.dictionaries(
+    st.text("abcdefgh", min_size=1, max_size=6),
+    st.binary(max_size=3000) | st.just(os.urandom(300_000)),
+    min_size=1,
+    max_size=5,
+)
+
+
+def _gzip_members(members: list[bytes], padding: int) -> bytes:
+    """A tar cut into gzip members, as `cat a.gz b.gz` makes, then zero padding."""
+    return b"".join(gzip.compress(member) for member in members) + b"\0" * padding
+
+
+@settings(max_examples=40, deadline=None)
+@given(files=files_strategy, data=st.data())
+def test_contents_are_the_same_whatever_the_chunks_and_members(files, data):
+    tar_bytes = io.BytesIO()
+    with tarfile.open(fileobj=tar_bytes, mode="w") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    raw = tar_bytes.getvalue()
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=3)))
+    members = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
+    archive = _gzip_members(members, data.draw(st.integers(0, 600)))
+    chunk_size = data.draw(st.integers(1, 70_000))
+    chunks = [archive[i : i + chunk_size] for i in range(0, len(archive), chunk_size)]
+
+    with tempfile.TemporaryDirectory() as folder:
+        summary = extract_import(iter(chunks), Path(folder), LIMITS)
+        extracted = {path.name: path.read_bytes() for path in Path(folder).iterdir()}
+
+    assert extracted == files
+    assert summary.members == len(files)
+
+
+def test_garbage_after_the_gzip_stream_is_refused(tmp_path):
+    archive = _archive(_file("a")) + b"trailing garbage"
+
+    with pytest.raises(InvalidArchive, match="not a valid gzip-compressed tar"):
+        extract_import(io.BytesIO(archive), tmp_path, LIMITS)
+
+
+def test_a_corrupted_gzip_checksum_is_refused(tmp_path):
+    archive = bytearray(_archive(_file("a", b"content")))
+    archive[-8] ^= 0xFF  # the CRC-32 in the gzip trailer
+
+    with pytest.raises(InvalidArchive, match="not a valid gzip-compressed tar"):
+        extract_import(io.BytesIO(bytes(archive)), tmp_path, LIMITS)
+
+
+def test_a_write_failure_reaches_the_caller_as_itself(tmp_path, monkeypatch):
+    def disk_full(sink, pieces):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(archive_module, "_write_pieces", disk_full)
+
+    with pytest.raises(OSError) as raised:
+        extract_import(io.BytesIO(_archive(_file("a", b"x" * 5000))), tmp_path, LIMITS)
+    assert raised.value.errno == errno.ENOSPC
+    assert not isinstance(raised.value, InvalidArchive)
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_an_archive_cut_inside_a_member_leaves_no_file_open(tmp_path):
+    archive = _archive(_file("a", os.urandom(200_000)), _file("b", os.urandom(200_000)))
+    cut = gzip.decompress(archive)[:300_000]
+    before = _open_descriptors()
+
+    with pytest.raises(InvalidArchive):
+        extract_import(iter([gzip.compress(cut)]), tmp_path, LIMITS)
+
+    assert _open_descriptors() == before
+    assert not any(thread.name == "import-writer" for thread in threading.enumerate())
