@@ -262,3 +262,14 @@ def test_an_archive_cut_inside_a_member_leaves_no_file_open(tmp_path):
 
     assert _open_descriptors() == before
     assert not any(thread.name == "import-writer" for thread in threading.enumerate())
+
+
+def test_a_large_member_is_written_whole_and_exactly_its_size(tmp_path):
+    content = os.urandom(2 * 1024 * 1024 + 123)
+    archive = _archive(_file("large.bin", content), _file("after", b"small"))
+
+    extract_import(io.BytesIO(archive), tmp_path, LIMITS)
+
+    assert (tmp_path / "large.bin").stat().st_size == len(content)
+    assert (tmp_path / "large.bin").read_bytes() == content
+    assert (tmp_path / "after").read_bytes() == b"small"
