@@ -19,8 +19,8 @@ import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
 from typing import Any
+from typing import BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.exceptions import HTTPException
@@ -418,7 +418,7 @@ class MockApp:
             and self.accounts.has_key_accounts
         )
         if import_flaws or owner_unknown:
-            spool: IO[bytes]
+            spool: BinaryIO
             if self.accounts.has_key_accounts:
                 spool = SealedSpool(self.store.staging)  # type: ignore[assignment]
             else:
@@ -532,7 +532,7 @@ class MockApp:
         found = self.accounts.find(account) if account is not None else None
         return found.username if found and found.public_key is not None else None
 
-    def _spooled_import(self, spool: IO[bytes]) -> IO[bytes]:
+    def _spooled_import(self, spool: BinaryIO) -> BinaryIO:
         """The import kept whole, as the active defect variants spoil it."""
         spool.seek(0)
         if self.has_defect("non-gzip-import-500") and spool.read(2) != b"\x1f\x8b":
@@ -709,7 +709,7 @@ class _Upload:
     import_seen: bool = False
     staged: StagedImport | None = None
     """The import, extracted as it arrived."""
-    spool: IO[bytes] | None = None
+    spool: BinaryIO | None = None
     """The import kept whole, to be extracted once ``params`` is judged."""
     archive_error: InvalidArchive | None = None
     key_account: str | None = None

@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import re
 from collections.abc import Callable
+from collections.abc import Generator
 from collections.abc import Iterator
 from typing import IO
 
@@ -116,7 +117,7 @@ class MultipartDecoder:
 
     def _scan_data(
         self, buffer: bytes | bytearray, position: int, end: int
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, int]:
         delimiter = self._delimiter
         # One byte more than a delimiter is held back, so that the carriage return
         # before a delimiter that starts the next read is still at hand.
@@ -204,7 +205,7 @@ class MultipartDecoder:
 
     def _headers(
         self, buffer: bytes | bytearray, position: int, end: int
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, int]:
         held = len(self._line)
         room = MAX_HEADER_BYTES - held
         self._line += buffer[position : min(end, position + room)]
