@@ -13,7 +13,6 @@ import io
 import logging
 import os
 import queue
-import shutil
 import stat
 import sys
 import tarfile
@@ -46,6 +45,22 @@ a checksum an order of magnitude faster, which takes a large import's gunzip fro
 about half of the extraction's time to a fifth."""
 
 _GZIP_ERROR = cast("type[Exception]", zlib_ng.error)
+
+MAX_EXTENDED_HEADER_BYTES = 64 * 1024
+MAX_CHAINED_HEADERS = 8
+MAX_PATH_DEPTH = 128
+"""Folders deep a member may sit; deeper paths are refused, not created."""
+MAX_GZIP_MEMBERS = 64
+"""gzip members an import may be cut into (``cat a.gz b.gz``); each costs a copy of
+the rest of a read, so an archive of thousands of empty members is refused."""
+
+_EXTENDED_HEADERS = (
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+)
 
 _RESERVE_FROM_BYTES = 1024 * 1024
 _WRITE_BATCH_BYTES = 1024 * 1024
@@ -169,10 +184,18 @@ class _DecompressedImport:
     def _open_member(self) -> bool:
         """Start the next gzip member; False when the input held only padding."""
         if self._members:
-            # Zero padding may follow a member, as gzip allows.
-            self._input = memoryview(bytes(self._input).lstrip(b"\0"))
+            # Zero padding may follow a member, as gzip allows; it is skipped a
+            # little at a time, never by copying the rest of the read.
+            while len(self._input) and self._input[0] == 0:
+                head = bytes(self._input[:4096])
+                self._input = self._input[len(head) - len(head.lstrip(b"\0")) :]
             if not len(self._input):
                 return False
+        if self._members == MAX_GZIP_MEMBERS:
+            raise InvalidArchive(
+                f"Error: the import archive has more than {MAX_GZIP_MEMBERS} "
+                "gzip members."
+            )
         self._decompressor = zlib_ng.decompressobj(_GZIP_WBITS)
         self._member_open = True
         self._members += 1
@@ -187,6 +210,55 @@ class _DecompressedImport:
             )
         self._output = output
         self._start = 0
+
+
+class _CheckedTarInfo(tarfile.TarInfo):
+    """Refuses what ``tarfile`` would otherwise build in memory without bound.
+
+    Extended headers (pax, GNU long names) are read whole, and can chain one to the
+    next through recursion; sparse maps are parsed into lists as long as the data
+    says. Only the decompressed bytes are limited, so a few kilobytes of gzip could
+    cost gigabytes of memory. Archives made by ``tarfile`` itself, as the client's
+    are, have no sparse members and extended headers of a few hundred bytes.
+    """
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            _refuse_sparse(self)
+        if self.type not in _EXTENDED_HEADERS:
+            return super()._proc_member(archive)  # type: ignore[misc,no-any-return]
+
+        if self.size > MAX_EXTENDED_HEADER_BYTES:
+            raise InvalidArchive(
+                "Error: the import archive has an extended header larger than "
+                f"{MAX_EXTENDED_HEADER_BYTES // 1024} KiB."
+            )
+        depth = getattr(archive, "_extended_depth", 0) + 1
+        if depth > MAX_CHAINED_HEADERS:
+            raise InvalidArchive(
+                "Error: the import archive has more than "
+                f"{MAX_CHAINED_HEADERS} extended headers in a row."
+            )
+        archive._extended_depth = depth  # type: ignore[attr-defined]
+        try:
+            return super()._proc_member(archive)  # type: ignore[misc,no-any-return]
+        finally:
+            archive._extended_depth = depth - 1  # type: ignore[attr-defined]
+
+    def _proc_gnusparse_00(self, *arguments: Any) -> None:
+        _refuse_sparse(self)
+
+    def _proc_gnusparse_01(self, *arguments: Any) -> None:
+        _refuse_sparse(self)
+
+    def _proc_gnusparse_10(self, *arguments: Any) -> None:
+        _refuse_sparse(self)
+
+
+def _refuse_sparse(member: tarfile.TarInfo) -> None:
+    raise InvalidArchive(
+        f"Error: archive member {member.name!r} is a sparse file (refused)."
+    )
 
 
 class _FileWriter:
@@ -314,7 +386,7 @@ def extract_import(
     declared_bytes = 0
     try:
         with tarfile.open(  # type: ignore[call-overload]
-            fileobj=decompressed, mode="r:"
+            fileobj=decompressed, mode="r:", tarinfo=_CheckedTarInfo
         ) as tar:
             for member in tar:
                 members += 1
@@ -329,10 +401,16 @@ def extract_import(
                         "Error: the import archive expands beyond "
                         f"{limits.max_bytes // (1024 * 1024)} MiB."
                     )
-                _extract_member(tar, decompressed, writer, member, root, data_key)
+                _extract_member(decompressed, writer, member, root, data_key)
         decompressed.drain()
         writer.finish()
-    except (tarfile.TarError, EOFError, _GZIP_ERROR) as error:
+    except (
+        tarfile.TarError,
+        EOFError,
+        _GZIP_ERROR,
+        ValueError,
+        RecursionError,
+    ) as error:
         logger.debug("unreadable import archive: %s", error)
         raise InvalidArchive(
             "Error: the import archive is not a valid gzip-compressed tar."
@@ -357,6 +435,11 @@ def _member_path(name: str) -> str | None:
     if "\x00" in name or name.startswith("/") or name.startswith("\\"):
         raise InvalidArchive(f"Error: archive member {name!r} has an absolute path.")
     parts = [part for part in name.split("/") if part not in ("", ".")]
+    if len(parts) > MAX_PATH_DEPTH:
+        raise InvalidArchive(
+            f"Error: archive member {name[:80]!r}... is more than "
+            f"{MAX_PATH_DEPTH} folders deep."
+        )
     if ".." in parts:
         raise InvalidArchive(
             f"Error: archive member {name!r} leaves the job directory."
@@ -378,7 +461,6 @@ def _resolved_inside(root: str, path: str, what: str) -> str:
 
 
 def _extract_member(
-    tar: tarfile.TarFile,
     decompressed: _DecompressedImport,
     writer: _FileWriter,
     member: tarfile.TarInfo,
@@ -407,7 +489,7 @@ def _extract_member(
         _make_directory(target, member.name)
     elif member.isreg():
         _clear_for_file(target, member.name)
-        _write_regular_file(tar, decompressed, writer, member, target, data_key)
+        _write_regular_file(decompressed, writer, member, target, data_key)
     elif member.issym():
         _make_symlink(root, member, target)
     elif member.islnk():
@@ -436,7 +518,6 @@ def _clear_for_file(target: str, name: str) -> None:
 
 
 def _write_regular_file(
-    tar: tarfile.TarFile,
     decompressed: _DecompressedImport,
     writer: _FileWriter,
     member: tarfile.TarInfo,
@@ -451,14 +532,6 @@ def _write_regular_file(
         sink = EncryptingWriter(output, data_key)  # type: ignore[assignment]
     elif member.size >= _RESERVE_FROM_BYTES:
         _reserve(output, member.size)
-
-    if member.issparse():
-        # Sparse contents come in pieces with holes between; tarfile maps them.
-        with output, sink:
-            source = tar.extractfile(member)
-            assert source is not None
-            shutil.copyfileobj(source, sink, COPY_CHUNK_BYTES)
-        return
 
     batch: list[memoryview] = []
     batched = 0

@@ -273,3 +273,83 @@ def test_a_large_member_is_written_whole_and_exactly_its_size(tmp_path):
     assert (tmp_path / "large.bin").stat().st_size == len(content)
     assert (tmp_path / "large.bin").read_bytes() == content
     assert (tmp_path / "after").read_bytes() == b"small"
+
+
+# -- what tarfile would build in memory without bound is refused ----------------------
+
+
+def _pax_member(name: str, pax_headers: dict[str, str], data: bytes = b"") -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.pax_headers = pax_headers
+    padding = b"\0" * (-len(data) % tarfile.BLOCKSIZE)
+    return info.tobuf(format=tarfile.PAX_FORMAT) + data + padding
+
+
+def _chained_pax_headers(count: int) -> bytes:
+    block = tarfile.TarInfo("x" * 200).tobuf(format=tarfile.PAX_FORMAT)
+    extended_header, member = block[: -tarfile.BLOCKSIZE], block[-tarfile.BLOCKSIZE :]
+    return gzip.compress(extended_header * count + member + b"\0" * 1024)
+
+
+def _old_gnu_sparse() -> bytes:
+    info = tarfile.TarInfo("sparse")
+    info.type = tarfile.GNUTYPE_SPARSE
+    return gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT) + b"\0" * 1024)
+
+
+def _long_gnu_name(length: int) -> bytes:
+    info = tarfile.TarInfo("n" * length)
+    return gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT) + b"\0" * 1024)
+
+
+UNBOUNDED = {
+    "sparse 1.0 map": lambda: gzip.compress(
+        _pax_member(
+            "f",
+            {
+                "GNU.sparse.major": "1",
+                "GNU.sparse.minor": "0",
+                "GNU.sparse.realsize": "1",
+                "GNU.sparse.name": "f",
+            },
+            b"1000000\n" + b"0\n" * 2000,
+        )
+        + b"\0" * 1024
+    ),
+    "sparse 0.1 map that is not numbers": lambda: gzip.compress(
+        _pax_member("f", {"GNU.sparse.map": "a,b"}) + b"\0" * 1024
+    ),
+    "old GNU sparse member": _old_gnu_sparse,
+    "GNU long name of 1 MiB": lambda: _long_gnu_name(1024 * 1024),
+    "2000 chained pax headers": lambda: _chained_pax_headers(2000),
+    "12 chained pax headers": lambda: _chained_pax_headers(12),
+    "path 300 folders deep": lambda: _archive(_file("a/" * 300 + "f")),
+    "100 empty gzip members": lambda: (
+        _archive(_file("a")) + gzip.compress(b"", mtime=0) * 100
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", UNBOUNDED)
+def test_what_tarfile_would_hold_in_memory_is_refused(tmp_path, kind):
+    with pytest.raises(InvalidArchive):
+        extract_import(io.BytesIO(UNBOUNDED[kind]()), tmp_path, LIMITS)
+
+
+def test_a_few_chained_extended_headers_and_long_names_are_accepted(tmp_path):
+    long_name = "d" * 150 + "/" + "f" * 150
+    archive = _archive(_file(long_name, b"content"), tar_format=tarfile.PAX_FORMAT)
+
+    extract_import(io.BytesIO(archive), tmp_path, LIMITS)
+
+    assert (tmp_path / long_name).read_bytes() == b"content"
+    extract_import(io.BytesIO(_chained_pax_headers(3)), tmp_path / "chained", LIMITS)
+
+
+def test_a_megabyte_of_zero_padding_after_the_archive_is_accepted(tmp_path):
+    archive = _archive(_file("a", b"content")) + b"\0" * (1024 * 1024)
+
+    extract_import(iter([archive]), tmp_path, LIMITS)
+
+    assert (tmp_path / "a").read_bytes() == b"content"
