@@ -37,7 +37,6 @@ from werkzeug.wsgi import wrap_file
 
 from mock_server import defects
 from mock_server.accounts import AUTHENTICATION_ERROR
-from mock_server.accounts import Account
 from mock_server.accounts import Accounts
 from mock_server.archive import ExtractionLimits
 from mock_server.archive import build_results_archive
@@ -59,6 +58,7 @@ from mock_server.errors import NoAccounts
 from mock_server.errors import ResultsUnavailable
 from mock_server.errors import TooManyNodes
 from mock_server.errors import UploadTooLarge
+from mock_server.manifest import JobPlan
 from mock_server.manifest import read_plan
 from mock_server.multipart import OBSERVER_KEY
 from mock_server.multipart import Part
@@ -403,17 +403,28 @@ class MockApp:
     def _receive_import(self, part: Part, upload: _Upload) -> None:
         """Extract the import as it arrives; keep it whole only when it cannot be.
 
-        It is kept whole (in a staging file) when a defect variant rewrites it, and
-        when it comes before ``params`` on a server with key accounts: whose it is,
-        and so whether it must be encrypted, is not known yet, and a key account's
-        import must never be written in plaintext (the staging file is sealed with
-        a key held in memory only).
+        When ``params`` came first it is judged before anything is written, and a
+        refused request's import is only read past. The import is kept whole (in a
+        staging file) when a defect variant rewrites it, and when it comes before
+        ``params`` on a server with key accounts: whose it is, and so whether it
+        must be encrypted, is not known yet, and a key account's import must never
+        be written in plaintext (the staging file is sealed with a key held in
+        memory only).
         """
+        if upload.params_text is not None:
+            try:
+                upload.judged = self._judge(upload.params_text)
+            except MockServerError as error:
+                upload.refusal = error
+                return
+            if upload.judged.hash_in_use:
+                return
+
         import_flaws = self.has_defect("non-gzip-import-500") or any(
             self.has_defect(name) for name in defects.IMPORT_FLAWS
         )
         owner_unknown = (
-            upload.params_text is None
+            upload.judged is None
             and self.config.auth
             and self.accounts.has_key_accounts
         )
@@ -429,10 +440,8 @@ class MockApp:
             return
 
         job_key = None
-        claimed = self._claimed_key_account(upload.params_text)
-        if claimed is not None and claimed.public_key is not None:
-            job_key, upload.wrapped_key = JobKey.create(claimed.public_key)
-            upload.key_account = claimed.username
+        if upload.judged is not None:
+            job_key, upload.wrapped_key = self._new_job_key(upload.judged.account)
         try:
             upload.staged = self.store.stage_import(
                 part.chunks(), self._extraction_limits(), job_key
@@ -441,19 +450,6 @@ class MockApp:
             # Refused once the params are judged, so that a request wrong in both
             # ways gets the same answer whatever the order of its parts.
             upload.archive_error = error
-
-    def _claimed_key_account(self, params_text: bytes | None) -> Account | None:
-        """The key account ``params`` names, before it is authenticated (it is,
-        before the job is accepted); its key is only used to encrypt the import."""
-        if params_text is None or not self.config.auth:
-            return None
-        try:
-            document = json.loads(params_text)
-        except (ValueError, RecursionError):
-            return None
-        params = document.get("params") if isinstance(document, dict) else None
-        username = params.get("username") if isinstance(params, dict) else None
-        return self.accounts.find(username) if isinstance(username, str) else None
 
     def _extraction_limits(self) -> ExtractionLimits:
         max_members = self.config.max_archive_members
@@ -473,8 +469,53 @@ class MockApp:
             raise InvalidRequest("Error: the 'params' part is missing.")
         if not upload.import_seen:
             raise InvalidRequest("Error: the 'import' file part is missing.")
+        if upload.refusal is not None:
+            raise upload.refusal
 
-        document = _parse_json(upload.params_text, "params part")
+        judged = upload.judged or self._judge(upload.params_text)
+        if judged.hash_in_use:
+            return Response(f"Starting job: {judged.job_hash}", mimetype="text/plain")
+        if upload.spool is not None:
+            job_key, upload.wrapped_key = self._new_job_key(judged.account)
+            upload.staged = self.store.stage_import(
+                self._spooled_import(upload.spool),
+                self._extraction_limits(),
+                job_key,
+            )
+        elif upload.archive_error is not None:
+            raise upload.archive_error
+        elif upload.judged is None and self._is_key_account(judged.account):
+            # Not reached: an import that comes first on a server with key
+            # accounts is spooled sealed, never extracted in plaintext.
+            raise RuntimeError("a key account's import was extracted unencrypted")
+
+        staged = upload.staged
+        assert staged is not None
+        upload.staged = None
+        self.store.create_job(
+            judged.job_hash,
+            judged.account,
+            judged.plan,
+            judged.manifest,
+            staged,
+            self.config.fail_nodes,
+            wrapped_key=upload.wrapped_key,
+        )
+        if staged.job_key is None:
+            self.runner.wake()
+        else:
+            self.runner.start_sealed_job(judged.job_hash, staged.job_key)
+        if self.has_defect("run-answer-without-hash"):
+            return Response("Job accepted.", mimetype="text/plain")
+        return Response(f"Starting job: {judged.job_hash}", mimetype="text/plain")
+
+    def _is_key_account(self, account: str | None) -> bool:
+        found = self.accounts.find(account) if account is not None else None
+        return found is not None and found.public_key is not None
+
+    def _judge(self, params_text: bytes) -> _Judged:
+        """Check ``params`` in full: fields, account, job hash, flowgraph, quota."""
+        document = _parse_json(params_text, "params part")
         if self.has_defect("manifest-not-checked") and isinstance(document, dict):
             if not isinstance(document.get("chip_cfg"), dict):
                 document["chip_cfg"] = {}
@@ -482,9 +523,8 @@ class MockApp:
         params = self._validated(envelope["params"], "remote_run")
         account = self._account(params)
         job_hash = params["job_hash"]
-        if self.store.job_exists(job_hash) and self.has_defect("reused-hash-accepted"):
-            return Response(f"Starting job: {job_hash}", mimetype="text/plain")
-        if self.store.job_exists(job_hash):
+        in_use = self.store.job_exists(job_hash)
+        if in_use and not self.has_defect("reused-hash-accepted"):
             raise JobHashInUse("Error: the job hash is already in use.")
 
         max_nodes = self.config.max_nodes
@@ -496,41 +536,7 @@ class MockApp:
         )
         if out_of_time and not self.has_defect("quota-compute-ignored"):
             raise ComputeTimeExhausted("out of bandwidth or time")
-
-        if upload.spool is not None:
-            job_key, upload.wrapped_key = self._new_job_key(account)
-            upload.staged = self.store.stage_import(
-                self._spooled_import(upload.spool),
-                self._extraction_limits(),
-                job_key,
-            )
-        elif upload.archive_error is not None:
-            raise upload.archive_error
-        elif upload.key_account != self._key_account_name(account):
-            raise RuntimeError("the import was encrypted for another account")
-        staged = upload.staged
-        assert staged is not None
-        upload.staged = None
-        self.store.create_job(
-            job_hash,
-            account,
-            plan,
-            envelope["chip_cfg"],
-            staged,
-            self.config.fail_nodes,
-            wrapped_key=upload.wrapped_key,
-        )
-        if staged.job_key is None:
-            self.runner.wake()
-        else:
-            self.runner.start_sealed_job(job_hash, staged.job_key)
-        if self.has_defect("run-answer-without-hash"):
-            return Response("Job accepted.", mimetype="text/plain")
-        return Response(f"Starting job: {job_hash}", mimetype="text/plain")
-
-    def _key_account_name(self, account: str | None) -> str | None:
-        found = self.accounts.find(account) if account is not None else None
-        return found.username if found and found.public_key is not None else None
+        return _Judged(account, job_hash, plan, envelope["chip_cfg"], in_use)
 
     def _spooled_import(self, spool: BinaryIO) -> BinaryIO:
         """The import kept whole, as the active defect variants spoil it."""
@@ -712,9 +718,23 @@ class _Upload:
     spool: BinaryIO | None = None
     """The import kept whole, to be extracted once ``params`` is judged."""
     archive_error: InvalidArchive | None = None
-    key_account: str | None = None
-    """The key account the staged import is encrypted for."""
+    judged: _Judged | None = None
+    """``params``, checked in full before the import was read."""
+    refusal: MockServerError | None = None
+    """Why ``params`` was refused before the import was read."""
     wrapped_key: bytes | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Judged:
+    """A remote_run whose ``params`` passed every check."""
+
+    account: str | None
+    job_hash: str
+    plan: JobPlan
+    manifest: dict[str, Any]
+    hash_in_use: bool
+    """Only with the defect variant that answers a reused job hash as a new job."""
 
 
 def _parse_json(body: bytes | str, what: str) -> Any:

@@ -37,6 +37,7 @@ MAX_ENTRIES = 10_000
 """Older entries are dropped beyond this many, so a long-lived server stays small."""
 
 _MAX_JSON_PART_BYTES = 16 * 1024 * 1024
+_MAX_PARTS = 16
 _TRIM_EVERY = 256
 
 
@@ -165,6 +166,9 @@ class ReplayStream(io.RawIOBase):
 
 
 def _content_length(environ: dict[str, Any]) -> int | None:
+    """The body's length; None when it is chunked, which wins over Content-Length."""
+    if "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower():
+        return None
     text = environ.get("CONTENT_LENGTH") or ""
     try:
         length = int(text) if text.strip() else None
@@ -229,7 +233,10 @@ class MultipartTap(io.RawIOBase):
     def install(cls, environ: dict[str, Any]) -> MultipartTap | None:
         """Put a tap in front of ``wsgi.input``; None when the body has no boundary."""
         _, options = parse_options_header(environ.get("CONTENT_TYPE", ""))
-        boundary = options.get("boundary", "").encode("latin-1")
+        try:
+            boundary = options.get("boundary", "").encode("ascii")
+        except UnicodeEncodeError:  # the application refuses such a body
+            return None
         stream = environ.get("wsgi.input")
         if not boundary or stream is None:
             return None
@@ -303,6 +310,10 @@ class MultipartTap(io.RawIOBase):
 
     def _note(self, event: Event) -> None:
         if isinstance(event, PartStart):
+            self._part = None
+            self._params_open = False
+            if not self._takes(event):
+                return
             self._part = {
                 "filename": event.filename,
                 "content_type": event.content_type,
@@ -310,12 +321,21 @@ class MultipartTap(io.RawIOBase):
             }
             self.parts[event.name] = self._part
             self._params_open = event.name == "params"
-            if self._params_open:
-                self._params.clear()
         elif isinstance(event, PartData) and self._part is not None:
             self._part["bytes"] += len(event.data)
             if self._params_open and len(self._params) <= _MAX_JSON_PART_BYTES:
                 self._params += event.data
+
+    def _takes(self, start: PartStart) -> bool:
+        """Note a part as the application reads it: the first of each name, but an
+        ``import`` only with a file name; never more than a form's worth of names."""
+        if start.name == "import" and start.filename is None:
+            return "import" not in self.parts
+        if start.name == "import" and self.parts.get("import", {}).get("filename"):
+            return False
+        if start.name != "import" and start.name in self.parts:
+            return False
+        return len(self.parts) < _MAX_PARTS
 
     def describe(self) -> tuple[Any, dict[str, dict[str, Any]] | None]:
         """The journal's view: the parsed ``params`` and the parts seen so far."""

@@ -62,6 +62,7 @@ Event = PartStart | PartData | PartEnd
 
 
 _CR = ord("\r")
+_LF = ord("\n")
 _BLANK_LINE = re.compile(rb"\n\r?\n")
 _LINE_BREAK = re.compile(r"\r?\n")
 
@@ -172,28 +173,26 @@ class MultipartDecoder:
         self._line.clear()
 
     def _boundary_line(self, buffer: bytes | bytearray, position: int, end: int) -> int:
-        """After a delimiter: ``--`` closes the body, else padding and a line break."""
-        while position < end and len(self._line) < 2:
-            self._line.append(buffer[position])
+        """After a delimiter: ``--`` closes the body, else padding and a line break
+        (CRLF or a bare LF). These few bytes are taken one at a time."""
+        while position < end:
+            byte = buffer[position]
             position += 1
-        if len(self._line) < 2:
-            return position
-        if self._line == b"--":
-            self.complete = True
-            self._state = _State.EPILOGUE
-            return end
-
-        if not self._line.endswith(b"\n"):
-            newline = buffer.find(b"\n", position, end)
-            stop = end if newline == -1 else newline + 1
-            self._line += buffer[position:stop]
-            position = stop
-        if len(self._line) > MAX_HEADER_BYTES:
-            raise MalformedMultipart("Error: a multipart boundary line is too long.")
-        if not self._line.endswith(b"\n"):
+            self._line.append(byte)
+            if self._line == b"--":
+                self.complete = True
+                self._state = _State.EPILOGUE
+                return end
+            if byte == _LF:
+                break
+            if len(self._line) > MAX_HEADER_BYTES:
+                raise MalformedMultipart(
+                    "Error: a multipart boundary line is too long."
+                )
+        else:
             return position
 
-        if self._line.rstrip(b"\r\n").strip(b" \t") or self._line.count(b"\n") > 1:
+        if self._line.rstrip(b"\r\n").strip(b" \t"):
             raise MalformedMultipart(
                 "Error: a multipart boundary is followed by more than a line break."
             )

@@ -237,6 +237,27 @@ def test_remote_run_cut_off_midway_leaves_nothing(mock_fresh_server):
     assert list((mock_fresh_server.root / "jobs").iterdir()) == []
 
 
+def test_remote_run_refused_on_its_params_never_writes_the_import(
+    mock_auth_server, mock_account_api, monkeypatch
+):
+    """params first with a wrong key: the import is read past, not extracted."""
+    staged = []
+    stage_import = mock_auth_server.app.store.stage_import
+    monkeypatch.setattr(
+        mock_auth_server.app.store,
+        "stage_import",
+        lambda *arguments: staged.append(arguments) or stage_import(*arguments),
+    )
+    api = mock_account_api("alice", key="not-alice-key")
+
+    refused = api.upload(params_first=True)
+    accepted = mock_account_api("alice").upload(params_first=True)
+
+    _assert_json_message(refused, 403)
+    assert accepted.status_code == 200
+    assert len(staged) == 1
+
+
 def _random_import(size: int) -> bytes:
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz", compresslevel=0) as tar:

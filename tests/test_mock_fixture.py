@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import sqlite3
 import textwrap
 
 import pytest
+import requests
 
 from conftest import FINISHED_TEXT
 from conftest import MockApi
 from conftest import new_job_hash
+from conftest import shipped_archive
+from conftest import shipped_manifest
 from mock_server.journal import REDACTED
 from sc_conformance.mock_fixture import ScMockServer
 
@@ -262,3 +267,81 @@ def test_fixture_is_offered_without_sc_mock_and_starts_only_when_used(
     result = sc_pytester.runpytest_subprocess("-p", "no:cacheprovider")
 
     result.assert_outcomes(passed=2)
+
+
+def _multipart(boundary: str, parts: list[tuple[str, str | None, bytes]]) -> bytes:
+    body = b""
+    for name, filename, content in parts:
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+        body += content + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode()
+
+
+def test_journal_notes_the_parts_the_application_takes(
+    sc_mock_server: ScMockServer,
+) -> None:
+    """The first params part, and an import only with a file name, as remote_run."""
+    taken, ignored = new_job_hash(), new_job_hash()
+    manifest = shipped_manifest()
+    body = _multipart(
+        "b0undary",
+        [
+            ("import", None, b"not the import"),
+            ("params", "params", _params(manifest, taken)),
+            ("params", "params", _params(manifest, ignored)),
+            ("import", "import.tar.gz", shipped_archive()),
+            ("import", "second.tar.gz", b"ignored"),
+        ],
+    )
+
+    response = requests.post(
+        sc_mock_server.url + "remote_run/",
+        data=body,
+        headers={"Content-Type": "multipart/form-data; boundary=b0undary"},
+    )
+
+    assert response.text == f"Starting job: {taken}"
+    (upload,) = sc_mock_server.journal
+    assert upload.job_hash == taken
+    assert upload.fields is not None
+    assert upload.fields["import"]["filename"] == "import.tar.gz"
+    assert upload.fields["import"]["bytes"] == len(shipped_archive())
+
+
+def _params(manifest: dict, job_hash: str) -> bytes:
+    return json.dumps({"chip_cfg": manifest, "params": {"job_hash": job_hash}}).encode()
+
+
+def test_a_chunked_body_with_a_content_length_is_read_in_full(
+    sc_mock_server: ScMockServer, api: MockApi
+) -> None:
+    """Transfer-Encoding: chunked wins over Content-Length, as HTTP says."""
+    job_hash = new_job_hash()
+    api.upload(job_hash)
+    body = json.dumps({"job_hash": job_hash, "job_id": "job0"}).encode()
+    host, port = sc_mock_server.url.split("//", 1)[1].rstrip("/").rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port))
+    connection.putrequest("POST", "/check_progress/")
+    connection.putheader("Transfer-Encoding", "chunked")
+    connection.putheader("Content-Length", "3")
+    connection.endheaders()
+    connection.send(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+
+    response = connection.getresponse()
+
+    assert response.status == 200, response.read()
+    assert sc_mock_server.journal[-1].json["job_hash"] == job_hash
+
+
+def test_an_rfc_2231_boundary_is_a_clear_400(sc_mock_server: ScMockServer) -> None:
+    response = requests.post(
+        sc_mock_server.url + "remote_run/",
+        data=b"--x--\r\n",
+        headers={"Content-Type": "multipart/form-data; boundary*=UTF-8''%E2%82%AC"},
+    )
+
+    assert response.status_code == 400
+    assert "boundary" in response.json()["message"]

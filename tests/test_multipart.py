@@ -221,3 +221,17 @@ def test_the_body_stops_being_read_at_the_closing_boundary():
     list(read_parts(stream, BOUNDARY, max_parts=2, read_bytes=len(body)))
 
     assert stream.read() == b"never read"
+
+
+def test_bodies_with_bare_line_feeds_are_read_as_werkzeug_reads_them():
+    body = (
+        b"--" + BOUNDARY + b"\n"
+        b'Content-Disposition: form-data; name="params"\n\n{}\n'
+        b"--" + BOUNDARY + b"\n"
+        b'Content-Disposition: form-data; name="import"; filename="i"\n\nabc\n'
+        b"--" + BOUNDARY + b"--\n"
+    )
+
+    assert decode(body, []) == [("params", None, b"{}"), ("import", "i", b"abc")]
+    assert decode(body, []) == werkzeug_parts(body)
+    assert decode(body, list(range(len(body)))) == decode(body, [])
