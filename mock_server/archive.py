@@ -134,7 +134,8 @@ class _DecompressedImport:
         return b"".join(bytes(view) for view in self.views(size, exact=False))
 
     def views(self, size: int, exact: bool = True) -> Iterator[memoryview]:
-        """The next *size* bytes, in pieces; each piece is valid until the next.
+        """The next *size* bytes, in pieces: views of output blocks that are never
+        changed, so a piece may be kept (queued for writing) after the next.
 
         With *exact*, an archive that ends sooner is refused.
         """
