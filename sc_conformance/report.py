@@ -214,13 +214,21 @@ def to_document(
 
 def write(path: Path, document: Mapping[str, Any]) -> Path:
     """Write the JSON report to *path* and the Markdown one beside it; return it."""
+    return write_pair(path, document, to_markdown(document), "conformance report")
+
+
+def write_pair(
+    path: Path, document: Mapping[str, Any], markdown: str, what: str
+) -> Path:
+    """Write *document* as JSON to *path* and *markdown* beside it (``.md``);
+    return the Markdown file's path. Shared by every report the project writes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     markdown_path = path.with_suffix(".md")
     if markdown_path == path:
         markdown_path = path.with_name(f"{path.name}.md")
-    markdown_path.write_text(to_markdown(document), encoding="utf-8")
-    logger.info("conformance report written to %s and %s", path, markdown_path)
+    markdown_path.write_text(markdown, encoding="utf-8")
+    logger.info("%s written to %s and %s", what, path, markdown_path)
     return markdown_path
 
 

@@ -32,6 +32,7 @@ import pytest
 
 from sc_conformance import __version__
 from sc_conformance import spec
+from sc_conformance.report import write_pair
 
 logger = logging.getLogger(__name__)
 
@@ -617,14 +618,7 @@ def _cell(text: str) -> str:
 
 def write_report(path: Path, document: dict[str, Any]) -> Path:
     """Write the JSON report to *path* and the Markdown one beside it; return it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    markdown_path = path.with_suffix(".md")
-    if markdown_path == path:
-        markdown_path = path.with_name(f"{path.name}.md")
-    markdown_path.write_text(to_markdown(document), encoding="utf-8")
-    logger.info("self-test report written to %s and %s", path, markdown_path)
-    return markdown_path
+    return write_pair(path, document, to_markdown(document), "self-test report")
 
 
 # Entry points -------------------------------------------------------------------------
