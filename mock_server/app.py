@@ -309,10 +309,13 @@ class MockApp:
 
     def _new_job_key(self, account: str | None) -> tuple[JobKey | None, bytes | None]:
         """A key account's job gets a fresh data key, stored only wrapped."""
+        public_key = self._public_key(account)
+        return (None, None) if public_key is None else JobKey.create(public_key)
+
+    def _public_key(self, account: str | None) -> rsa.RSAPublicKey | None:
+        """The public key of a key account; None for any other account, or none."""
         found = self.accounts.find(account) if account is not None else None
-        if found is None or found.public_key is None:
-            return None, None
-        return JobKey.create(found.public_key)
+        return None if found is None else found.public_key
 
     def _account(self, document: dict[str, Any]) -> str | None:
         """Authenticate the request; the account name, or None without accounts."""
@@ -484,7 +487,7 @@ class MockApp:
             )
         elif upload.archive_error is not None:
             raise upload.archive_error
-        elif upload.judged is None and self._is_key_account(judged.account):
+        elif upload.judged is None and self._public_key(judged.account) is not None:
             # Not reached: an import that comes first on a server with key
             # accounts is spooled sealed, never extracted in plaintext.
             raise RuntimeError("a key account's import was extracted unencrypted")
@@ -508,10 +511,6 @@ class MockApp:
         if self.has_defect("run-answer-without-hash"):
             return Response("Job accepted.", mimetype="text/plain")
         return Response(f"Starting job: {judged.job_hash}", mimetype="text/plain")
-
-    def _is_key_account(self, account: str | None) -> bool:
-        found = self.accounts.find(account) if account is not None else None
-        return found is not None and found.public_key is not None
 
     def _judge(self, params_text: bytes) -> _Judged:
         """Check ``params`` in full: fields, account, job hash, flowgraph, quota."""
