@@ -33,6 +33,11 @@ def _shipped(name: str) -> bytes:
     return resources.files("sc_conformance.data").joinpath(name).read_bytes()
 
 
+REQUEST_TIMEOUT = 60
+"""Seconds a test waits for an answer: a server that dies with its socket still
+open (gunicorn's is made by the test) fails the test instead of hanging it."""
+
+
 class MockApi:
     """Calls one server's endpoints, optionally with an account's credentials."""
 
@@ -42,7 +47,9 @@ class MockApi:
 
     def post_json(self, path: str, body: dict[str, Any]) -> requests.Response:
         return requests.post(
-            self.base_url + path, data=json.dumps({**body, **self.credentials})
+            self.base_url + path,
+            data=json.dumps({**body, **self.credentials}),
+            timeout=REQUEST_TIMEOUT,
         )
 
     def upload(
@@ -63,13 +70,16 @@ class MockApi:
                 self.base_url + "remote_run/",
                 files={"import": io.BytesIO(archive)},
                 data={"params": json.dumps(params)},
+                timeout=REQUEST_TIMEOUT,
             )
         parts: dict[str, Any] = {"import": io.BytesIO(archive)}
         if params_first:
             parts = {"params": json.dumps(params), **parts}
         else:
             parts["params"] = json.dumps(params)
-        return requests.post(self.base_url + "remote_run/", files=parts)
+        return requests.post(
+            self.base_url + "remote_run/", files=parts, timeout=REQUEST_TIMEOUT
+        )
 
     def progress(self, job_hash: str, job_id: str = "job0") -> requests.Response:
         return self.post_json(
